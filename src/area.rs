@@ -1,0 +1,442 @@
+//! Areas: the unit of locking. Each owns a contiguous run of slots, a two-level bitmap of
+//! which are in use, and its counters.
+//!
+//! # Search
+//!
+//! First fit, from the bottom of the area, over device slot numbers (`origin + index`):
+//!
+//! 1. jump to the first free slot at or after the candidate (the summary level skips full
+//!    words 64 at a time);
+//! 2. round up to the next slot with the required phase (alignment and `min_align_mask`);
+//! 3. if the run would cross a window (segment or `seg_boundary_mask`), jump to the next
+//!    window;
+//! 4. if any slot of the run is in use, jump past the last used one.
+//!
+//! Every step moves the candidate forward, so a search ends after at most one pass over the
+//! area, whatever the constraints (Linux's 2022 "fix the deadlock in find_slots" is about a
+//! search that did not). First fit rather than Linux's next fit keeps reusing the same
+//! low slots, which are warm in the cache when the copy runs, and keeps fragmentation low
+//! (address-ordered first fit is among the least fragmenting policies known).
+
+use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
+use alloc::boxed::Box;
+use alloc::vec;
+
+const WORD: usize = u64::BITS as usize;
+
+/// Where a run of slots may go, in device slot numbers (device address >> slot shift).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// Length of the run in slots, front padding included.
+    pub(crate) slots: usize,
+    /// The first slot's device slot number must be `phase` modulo `stride` (a power of two).
+    pub(crate) stride: u64,
+    pub(crate) phase: u64,
+    /// The run must not cross a multiple of `window` (a power of two) device slots.
+    pub(crate) window: u64,
+    /// The first slot's device slot number must be below this (the device's address limit).
+    pub(crate) limit: u64,
+}
+
+// === impl Bitmap ===
+
+/// One bit a slot, set when the slot is in use, with a summary bit a word that is set when
+/// the word has a free slot. Bits past the end of the area are set, so they are never free.
+#[derive(Debug)]
+pub(crate) struct Bitmap {
+    words: Box<[u64]>,
+    summary: Box<[u64]>,
+    len: usize,
+}
+
+impl Bitmap {
+    pub(crate) fn new(len: usize) -> Self {
+        let nwords = len.div_ceil(WORD);
+        let mut words = vec![0u64; nwords].into_boxed_slice();
+        if len % WORD != 0 {
+            words[nwords - 1] = !0 << (len % WORD);
+        }
+        let mut summary = vec![0u64; nwords.div_ceil(WORD)].into_boxed_slice();
+        for (w, word) in words.iter().enumerate() {
+            if *word != !0 {
+                summary[w / WORD] |= 1 << (w % WORD);
+            }
+        }
+        Self {
+            words,
+            summary,
+            len,
+        }
+    }
+
+    /// The first free slot in `from..end`.
+    #[inline]
+    fn next_free(&self, from: usize, end: usize) -> Option<usize> {
+        if from >= end {
+            return None;
+        }
+        let mut w = from / WORD;
+        debug_assert!(w < self.words.len());
+        let free = !self.words[w] & (!0u64 << (from % WORD));
+        if free != 0 {
+            let bit = w * WORD + free.trailing_zeros() as usize;
+            return (bit < end).then_some(bit);
+        }
+        // Find the next word with a free slot through the summary.
+        w += 1;
+        let mut s = w / WORD;
+        let mut bits = match self.summary.get(s) {
+            Some(bits) => bits & (!0u64).checked_shl((w % WORD) as u32).unwrap_or(0),
+            None => return None,
+        };
+        loop {
+            if bits != 0 {
+                let w = s * WORD + bits.trailing_zeros() as usize;
+                let bit = w * WORD + (!self.words[w]).trailing_zeros() as usize;
+                return (bit < end).then_some(bit);
+            }
+            s += 1;
+            if s * WORD * WORD >= end {
+                return None;
+            }
+            bits = self.summary[s];
+        }
+    }
+
+    /// The last used slot in `from..end`.
+    #[inline]
+    fn last_used(&self, from: usize, end: usize) -> Option<usize> {
+        debug_assert!(from < end && end <= self.len);
+        let first = from / WORD;
+        let mut w = (end - 1) / WORD;
+        loop {
+            let mut used = self.words[w];
+            if w == (end - 1) / WORD {
+                used &= !0u64 >> (WORD - 1 - (end - 1) % WORD);
+            }
+            if w == first {
+                used &= !0u64 << (from % WORD);
+            }
+            if used != 0 {
+                return Some(w * WORD + (WORD - 1 - used.leading_zeros() as usize));
+            }
+            if w == first {
+                return None;
+            }
+            w -= 1;
+        }
+    }
+
+    /// Sets (`used`) or clears every bit of `start..start + count`.
+    fn fill(&mut self, start: usize, count: usize, used: bool) {
+        debug_assert!(count > 0 && start + count <= self.len);
+        let end = start + count;
+        let mut at = start;
+        while at < end {
+            let w = at / WORD;
+            let hi = end.min((w + 1) * WORD);
+            let mask = (!0u64 << (at % WORD)) & (!0u64 >> (WORD - 1 - (hi - 1) % WORD));
+            if used {
+                debug_assert_eq!(self.words[w] & mask, 0, "slots already in use");
+                self.words[w] |= mask;
+            } else {
+                debug_assert_eq!(self.words[w] & mask, mask, "slots already free");
+                self.words[w] &= !mask;
+            }
+            let bit = 1u64 << (w % WORD);
+            if self.words[w] == !0 {
+                self.summary[w / WORD] &= !bit;
+            } else {
+                self.summary[w / WORD] |= bit;
+            }
+            at = hi;
+        }
+    }
+}
+
+/// Which slots a search may treat as free.
+trait Occupancy {
+    fn next_free(&self, from: usize, end: usize) -> Option<usize>;
+    fn last_used(&self, from: usize, end: usize) -> Option<usize>;
+}
+
+impl Occupancy for Bitmap {
+    fn next_free(&self, from: usize, end: usize) -> Option<usize> {
+        Bitmap::next_free(self, from, end)
+    }
+    fn last_used(&self, from: usize, end: usize) -> Option<usize> {
+        Bitmap::last_used(self, from, end)
+    }
+}
+
+/// An area with every slot free: tells whether a placement can exist at all.
+struct Empty;
+
+impl Occupancy for Empty {
+    fn next_free(&self, from: usize, end: usize) -> Option<usize> {
+        (from < end).then_some(from)
+    }
+    fn last_used(&self, _: usize, _: usize) -> Option<usize> {
+        None
+    }
+}
+
+/// First fit for `p` among `len` slots whose first has device slot number `origin`.
+fn search(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) -> Option<usize> {
+    debug_assert!(p.stride.is_power_of_two() && p.window.is_power_of_two());
+    debug_assert!(p.slots as u64 <= p.window);
+    let mut at = 0usize;
+    loop {
+        at = bits.next_free(at, len)?;
+        let dev = origin + at as u64;
+        let skip = p.phase.wrapping_sub(dev) & (p.stride - 1);
+        let dev = dev.checked_add(skip)?;
+        if dev >= p.limit || skip >= (len - at) as u64 {
+            return None;
+        }
+        at += skip as usize;
+        if p.slots > len - at {
+            return None;
+        }
+        let last = dev + p.slots as u64 - 1;
+        if (dev ^ last) & !(p.window - 1) != 0 {
+            // Crosses a window: the next candidate is the next window's first slot.
+            at += ((dev | (p.window - 1)) + 1 - dev) as usize;
+            continue;
+        }
+        match bits.last_used(at, at + p.slots) {
+            None => return Some(at),
+            Some(used) => at = used + 1,
+        }
+    }
+}
+
+// === impl Area ===
+
+/// A contiguous range of the pool's slots with its own lock.
+#[derive(Debug)]
+pub(crate) struct Area {
+    /// Pool slot number of the area's first slot.
+    pub(crate) first: usize,
+    /// Number of slots in the area.
+    pub(crate) len: usize,
+    /// Device slot number of the area's first slot.
+    pub(crate) origin: u64,
+    bitmap: Mutex<Bitmap>,
+    /// Slots in use. Written only under the lock, read anywhere.
+    used: AtomicUsize,
+    /// Highest `used` has been. Written only under the lock.
+    high_water: AtomicUsize,
+    /// Searches of this area that found no room (counted once the map has succeeded
+    /// elsewhere or failed with `Full`).
+    failed: AtomicUsize,
+}
+
+/// Figures of one area.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AreaStats {
+    /// Slots in the area.
+    pub total_slots: usize,
+    /// Slots in use (front padding included).
+    pub used_slots: usize,
+    /// Most slots ever in use at once in this area.
+    pub high_water: usize,
+    /// Searches of this area that found no room (a map that then succeeded in another area
+    /// counts here too).
+    pub failed_searches: usize,
+}
+
+/// An area's lock, held.
+pub(crate) struct AreaGuard<'a> {
+    area: &'a Area,
+    bitmap: MutexGuard<'a, Bitmap>,
+}
+
+impl Area {
+    pub(crate) fn new(first: usize, len: usize, origin: u64) -> Self {
+        Self {
+            first,
+            len,
+            origin,
+            bitmap: Mutex::new(Bitmap::new(len)),
+            used: AtomicUsize::new(0),
+            high_water: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> AreaGuard<'_> {
+        AreaGuard {
+            area: self,
+            bitmap: self.bitmap.lock(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<AreaGuard<'_>> {
+        Some(AreaGuard {
+            area: self,
+            bitmap: self.bitmap.try_lock()?,
+        })
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn stats(&self) -> AreaStats {
+        AreaStats {
+            total_slots: self.len,
+            used_slots: self.used.load(Ordering::Relaxed),
+            high_water: self.high_water.load(Ordering::Relaxed),
+            failed_searches: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether `p` could be placed in this area were every slot free.
+    pub(crate) fn could_hold(&self, p: &Placement) -> bool {
+        search(&Empty, self.len, self.origin, p).is_some()
+    }
+
+    /// Counts a search of this area that found no room.
+    pub(crate) fn note_failed_search(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether pool slot `slot` is in this area.
+    pub(crate) fn holds(&self, slot: usize) -> bool {
+        slot.wrapping_sub(self.first) < self.len
+    }
+}
+
+impl AreaGuard<'_> {
+    /// Finds room for `p`, marks it used and returns its first pool slot number; `None`
+    /// when there is none.
+    #[inline]
+    pub(crate) fn take(&mut self, p: &Placement) -> Option<TakeResult> {
+        let area = self.area;
+        let used = area.used.load(Ordering::Relaxed);
+        let found = if p.slots <= area.len - used {
+            search(&*self.bitmap, area.len, area.origin, p)
+        } else {
+            None
+        };
+        let at = found?;
+        self.bitmap.fill(at, p.slots, true);
+        let used = used + p.slots;
+        area.used.store(used, Ordering::Relaxed);
+        let raised = used > area.high_water.load(Ordering::Relaxed);
+        if raised {
+            area.high_water.store(used, Ordering::Relaxed);
+        }
+        Some(TakeResult {
+            start: area.first + at,
+            raised_high_water: raised,
+        })
+    }
+
+    /// Gives back `count` slots from pool slot `start`, which `take` handed out.
+    #[inline]
+    pub(crate) fn give(&mut self, start: usize, count: usize) {
+        let area = self.area;
+        debug_assert!(area.holds(start) && area.holds(start + count - 1));
+        self.bitmap.fill(start - area.first, count, false);
+        let used = area.used.load(Ordering::Relaxed);
+        debug_assert!(used >= count);
+        area.used.store(used - count, Ordering::Relaxed);
+    }
+}
+
+/// What [`AreaGuard::take`] found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TakeResult {
+    /// Pool slot number of the run's first slot.
+    pub(crate) start: usize,
+    /// Whether the area's high-water mark rose.
+    pub(crate) raised_high_water: bool,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn p(slots: usize) -> Placement {
+        Placement {
+            slots,
+            stride: 1,
+            phase: 0,
+            window: 128,
+            limit: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn bitmap_tail_is_never_free() {
+        let b = Bitmap::new(70);
+        assert_eq!(b.next_free(69, 70), Some(69));
+        assert_eq!(b.next_free(70, 128), None);
+        assert_eq!(b.last_used(64, 70), None);
+    }
+
+    #[test]
+    fn next_free_skips_full_words_through_the_summary() {
+        let mut b = Bitmap::new(64 * 70);
+        b.fill(0, 64 * 67 + 5, true);
+        assert_eq!(b.next_free(0, 64 * 70), Some(64 * 67 + 5));
+        assert_eq!(b.next_free(0, 64 * 67 + 5), None);
+        b.fill(64 * 3, 64, false);
+        assert_eq!(b.next_free(10, 64 * 70), Some(64 * 3));
+        b.fill(64 * 67 + 5, 64 * 3 - 5, true);
+        assert_eq!(b.next_free(0, 64 * 70), Some(64 * 3));
+        assert_eq!(b.next_free(64 * 4, 64 * 70), None);
+    }
+
+    #[test]
+    fn last_used_looks_at_exactly_the_range() {
+        let mut b = Bitmap::new(256);
+        b.fill(63, 1, true);
+        b.fill(130, 2, true);
+        assert_eq!(b.last_used(0, 63), None);
+        assert_eq!(b.last_used(0, 64), Some(63));
+        assert_eq!(b.last_used(64, 130), None);
+        assert_eq!(b.last_used(64, 256), Some(131));
+        assert_eq!(b.last_used(131, 132), Some(131));
+        assert_eq!(b.last_used(132, 256), None);
+    }
+
+    #[test]
+    fn search_respects_phase_window_and_limit() {
+        let mut b = Bitmap::new(512);
+        assert_eq!(search(&b, 512, 0, &p(1)), Some(0));
+        b.fill(0, 1, true);
+        // Phase 0 modulo 4, from an origin of 2: index 2 is device slot 4.
+        let aligned = Placement { stride: 4, ..p(2) };
+        assert_eq!(search(&b, 512, 2, &aligned), Some(2));
+        // A run of 100 from index 1 would cross the 128 window (origin 0): goes to 128.
+        b.fill(0, 1, false);
+        b.fill(20, 1, true);
+        assert_eq!(search(&b, 512, 0, &p(100)), Some(21));
+        assert_eq!(search(&b, 512, 0, &p(110)), Some(128));
+        // The limit bounds the first slot.
+        let limited = Placement {
+            limit: 128,
+            ..p(110)
+        };
+        assert_eq!(search(&b, 512, 0, &limited), None);
+        assert_eq!(search(&Empty, 512, 0, &limited), Some(0));
+    }
+
+    #[test]
+    fn search_of_a_nearly_full_area_with_an_unmeetable_alignment_ends() {
+        // Linux 2022 "fix the deadlock in find_slots": every other slot used, and a
+        // 2-slot request with stride 2 can never fit.
+        let mut b = Bitmap::new(256);
+        for i in (0..256).step_by(2) {
+            b.fill(i, 1, true);
+        }
+        let q = Placement { stride: 2, ..p(2) };
+        assert_eq!(search(&b, 256, 0, &q), None);
+        assert_eq!(search(&b, 256, 0, &p(1)), Some(1));
+    }
+}

@@ -1,0 +1,93 @@
+//! Design notes: how the pool works and why. (Documentation only; no code.)
+//!
+//! # Layout
+//!
+//! The region is cut into slots of `slot_size` bytes, slot-aligned in *device* address
+//! space (a partial slot at either end is left out). Segments are windows of
+//! `segment_slots` slots, also aligned in device space, so that an allocation aligned to a
+//! segment (a 256 KiB coherent ring, say) fits one even when the region itself is not that
+//! aligned. No run of slots crosses a segment, which bounds a mapping to one segment.
+//!
+//! Areas are contiguous ranges of whole segments (the first and last may be partial), a
+//! power of two of them, never more than there are segments. A tiny pool has one area of a
+//! few slots and works the same (Linux CVE-2023-52790 was a 4-slot pool handing out slots past
+//! its end: here the bitmap's bits past the area's end are set and never free).
+//!
+//! # Metadata, and why none of it is in the pool
+//!
+//! The device may write any pool byte at any time, so nothing the allocator trusts is kept
+//! there. Per slot, outside the pool: a 16-bit tag (free / padding / head with direction and
+//! in-slot offset / body with the distance back to its head), and on heads a 32-bit length
+//! and the original's address: 14 bytes on 64-bit, plus one bitmap bit and one byte per
+//! segment for the segment-to-area table. A 64 MiB pool of 2 KiB slots (32768 slots) costs
+//! 452 KiB; Linux's `io_tlb_slot` is 24 bytes (768 KiB).
+//!
+//! Front padding is not counted anywhere: padding slots are tagged, and unmap walks back over
+//! them from the head. The slot before a mapping's padding is never padding (it is another
+//! run's head or body, or free), so the walk stops at the right place.
+//!
+//! # Locking
+//!
+//! Each area has one lock (parking_lot's with `std`, a backoff spin lock without) over its
+//! bitmap; the counters beside it are atomics written under the lock and read anywhere.
+//! The per-slot tags are atomics written under the area lock while a run is being reserved
+//! or released, and read without a lock by sync and by the first, validating step of unmap:
+//! a mapping's tags do not change while it is live, and whoever has its address got it after
+//! `map` returned.
+//!
+//! A map goes to the caller's area first (the configured hint: the thread's number with
+//! `std`, or a CPU number), then to the others in turn. The first pass only *tries* each
+//! lock, so a thread whose area is busy takes the next free one instead of queueing; areas
+//! found busy are then waited for in a second pass before the map fails. An uncontended map
+//! and unmap therefore take exactly one lock each, the caller's own area's.
+//!
+//! Copies (into the pool on map and `sync_for_device`, out of it on unmap and
+//! `sync_for_cpu`) run outside every lock: the reservation makes the run the caller's, and
+//! the lock only covers the bitmap. Unmap checks the mapping without the lock, copies back,
+//! then takes the lock, checks again that the same mapping is still recorded (a racing
+//! double unmap loses here and changes nothing), and frees.
+//!
+//! # Search
+//!
+//! First fit from the bottom of the area over a two-level bitmap (a bit a slot, a summary
+//! bit a 64-slot word), in device slot numbers: find the next free slot, round it up to the
+//! required alignment phase, jump to the next window if the run would cross a segment or
+//! the device's boundary, jump past the last used slot if the run is not all free. Each step
+//! moves forward, so a search is one pass at most, whatever the constraints.
+//!
+//! Linux searches next-fit with per-slot counters of the free run that follows, which it must
+//! rewrite backwards through the segment on every allocation and free (up to 127 stores).
+//! Here a map of one slot is a `trailing_zeros` and a bit set, a free a bit clear. First fit
+//! also keeps reusing the lowest slots, so the copy lands in cache-warm memory, and the cost
+//! does not depend on the pool's size.
+//!
+//! # Constraints, as Linux applies them
+//!
+//! - kept offset: `orig & min_align_mask & (alloc_align_mask | (slot_size - 1))`; whole
+//!   slots of it are front padding, the rest the offset inside the first data slot;
+//! - the first slot is aligned to `alloc_align_mask + 1`, or to a page for a mapping of a page
+//!   or more when both masks are zero; bits of `min_align_mask` above that alignment are
+//!   matched by choosing the slot (its device address has the original's bits there);
+//! - no run crosses a multiple of `seg_boundary_mask + 1` or a segment;
+//! - the last byte of the data is at or below `dma_limit`: slots above it are never chosen,
+//!   so a limit inside the pool still leaves the reachable part usable.
+//!
+//! Unlike Linux, the allocation is not rounded up to `alloc_align_mask + 1` bytes (Linux
+//! does so for IOMMU granules, which this pool does not serve), and a sync that runs past a
+//! mapping's end is refused rather than truncated.
+//!
+//! # Statistics
+//!
+//! Each area counts its used slots, high-water mark and failed searches, under its lock. The
+//! pool's high-water mark is the sum of all areas' use sampled whenever an area reaches a new
+//! high of its own: exact with one area, and never below any area's mark. A pool-wide
+//! counter updated on every map would be a cache line bounced between every CPU on every
+//! map; this costs nothing once each area has reached its high.
+//!
+//! # The copy and the device
+//!
+//! Copies are `copy_nonoverlapping` on raw pointers: each pool byte is read once, no
+//! reference to pool memory is formed, and nothing read from the pool steers the allocator.
+//! A device that scribbles on the pool can corrupt only data of mappings it was given. With
+//! [`Config::scrub_on_release`](crate::Config::scrub_on_release) slots are also zeroed when
+//! freed, for pools shared by devices that must not see each other's old data.

@@ -1,0 +1,303 @@
+//! Per-slot metadata, kept outside the pool.
+//!
+//! Three parallel arrays, indexed by pool slot number:
+//!
+//! | array   | type          | meaning                                               |
+//! |---------|---------------|-------------------------------------------------------|
+//! | `tag`   | `AtomicU16`   | what the slot is (packed [`Tag`], below)              |
+//! | `len`   | `AtomicU32`   | on a head: length of the mapping in bytes             |
+//! | `orig`  | `AtomicUsize` | on a head: CPU address of the original buffer's start |
+//!
+//! That is 14 bytes a slot on a 64-bit machine (10 on 32-bit), plus the area bitmap's one
+//! bit: 14.125 bytes, 452 KiB for a 64 MiB pool of 2 KiB slots (Linux keeps 24).
+//!
+//! The arrays are atomics because [`sync_for_cpu`](crate::Pool::sync_for_cpu) and
+//! [`sync_for_device`](crate::Pool::sync_for_device) read them without a lock. They are
+//! written only under the owning area's lock, while the slots are reserved and not yet
+//! handed out, or after the owner gave them back; a caller that uses an address it got from
+//! `map` is ordered after those writes by however it got the address.
+//!
+//! # Tag layout
+//!
+//! ```text
+//!  15 14 | 13 12 | 11 ..................... 0
+//!  1  1  |  dir  | offset of data in the slot      HEAD: first slot holding data
+//!  1  0  |      distance back to the head         BODY: later slot of the same mapping
+//!  0  1  |            (unused)                    PAD:  front padding (min_align_mask)
+//!  0  0  |            (unused)                    FREE
+//! ```
+//!
+//! A mapping's padding slots sit directly in front of its head; the slot before them belongs
+//! to another run (a head or body) or is free, never padding, so unmap finds the padding by
+//! walking back over `PAD` tags and no count needs storing. These fields bound the
+//! configuration: a slot is at most 4 KiB (12-bit offset) and a segment at most 16384 slots
+//! (14-bit distance), which also keeps every mapping length within `u32`.
+
+use crate::sync::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
+use crate::Direction;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+/// Largest slot size the tag's offset field can describe.
+pub(crate) const MAX_SLOT_SIZE: usize = 1 << 12;
+/// Largest segment the tag's distance field can describe.
+pub(crate) const MAX_SEGMENT_SLOTS: usize = 1 << 14;
+
+const KIND_SHIFT: u32 = 14;
+const KIND_FREE: u16 = 0;
+const KIND_PAD: u16 = 1;
+const KIND_BODY: u16 = 2;
+const KIND_HEAD: u16 = 3;
+const DIR_SHIFT: u32 = 12;
+const LOW_MASK: u16 = (1 << DIR_SHIFT) - 1;
+const BACK_MASK: u16 = (1 << KIND_SHIFT) - 1;
+
+/// What a mapping head says it is: one of the three streaming directions, or a coherent
+/// allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    Stream(Direction),
+    Coherent,
+}
+
+impl Use {
+    fn bits(self) -> u16 {
+        match self {
+            Use::Stream(Direction::ToDevice) => 0,
+            Use::Stream(Direction::FromDevice) => 1,
+            Use::Stream(Direction::Bidirectional) => 2,
+            Use::Coherent => 3,
+        }
+    }
+
+    fn from_bits(bits: u16) -> Self {
+        match bits & 3 {
+            0 => Use::Stream(Direction::ToDevice),
+            1 => Use::Stream(Direction::FromDevice),
+            2 => Use::Stream(Direction::Bidirectional),
+            _ => Use::Coherent,
+        }
+    }
+}
+
+/// A decoded slot tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tag {
+    Free,
+    Pad,
+    /// Slot `back` places after its mapping's head.
+    Body {
+        back: usize,
+    },
+    /// First slot holding data: the data starts `offset` bytes into it.
+    Head {
+        use_: Use,
+        offset: usize,
+    },
+}
+
+impl Tag {
+    fn encode(self) -> u16 {
+        match self {
+            Tag::Free => KIND_FREE << KIND_SHIFT,
+            Tag::Pad => KIND_PAD << KIND_SHIFT,
+            Tag::Body { back } => {
+                debug_assert!(back > 0 && back <= BACK_MASK as usize);
+                (KIND_BODY << KIND_SHIFT) | back as u16
+            }
+            Tag::Head { use_, offset } => {
+                debug_assert!(offset <= LOW_MASK as usize);
+                (KIND_HEAD << KIND_SHIFT) | (use_.bits() << DIR_SHIFT) | offset as u16
+            }
+        }
+    }
+
+    fn decode(raw: u16) -> Self {
+        match raw >> KIND_SHIFT {
+            KIND_FREE => Tag::Free,
+            KIND_PAD => Tag::Pad,
+            KIND_BODY => Tag::Body {
+                back: (raw & BACK_MASK) as usize,
+            },
+            _ => Tag::Head {
+                use_: Use::from_bits(raw >> DIR_SHIFT),
+                offset: (raw & LOW_MASK) as usize,
+            },
+        }
+    }
+}
+
+/// What a head slot records about its mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// Pool slot number of the head.
+    pub(crate) slot: usize,
+    pub(crate) use_: Use,
+    /// Offset of the data inside the head slot.
+    pub(crate) offset: usize,
+    /// Length of the mapping in bytes.
+    pub(crate) len: usize,
+    /// CPU address of the original buffer (0 for coherent allocations).
+    pub(crate) orig: usize,
+}
+
+// === impl Slots ===
+
+/// The metadata arrays of a whole pool.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    tag: Box<[AtomicU16]>,
+    len: Box<[AtomicU32]>,
+    orig: Box<[AtomicUsize]>,
+}
+
+impl Slots {
+    /// Metadata for `count` free slots, or `None` if it cannot be allocated.
+    pub(crate) fn new(count: usize) -> Option<Self> {
+        fn array<T>(count: usize, make: impl Fn() -> T) -> Option<Box<[T]>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(count).ok()?;
+            v.resize_with(count, make);
+            Some(v.into_boxed_slice())
+        }
+        Some(Self {
+            tag: array(count, || AtomicU16::new(Tag::Free.encode()))?,
+            len: array(count, || AtomicU32::new(0))?,
+            orig: array(count, || AtomicUsize::new(0))?,
+        })
+    }
+
+    /// Bytes of metadata per slot (the three arrays; the bitmap bit is extra).
+    pub(crate) const BYTES_PER_SLOT: usize = core::mem::size_of::<AtomicU16>()
+        + core::mem::size_of::<AtomicU32>()
+        + core::mem::size_of::<AtomicUsize>();
+
+    #[inline]
+    pub(crate) fn tag(&self, slot: usize) -> Tag {
+        Tag::decode(self.tag[slot].load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn set_tag(&self, slot: usize, tag: Tag) {
+        self.tag[slot].store(tag.encode(), Ordering::Relaxed);
+    }
+
+    /// Records a new run: `pad` padding slots from `start`, then the head, then body slots
+    /// up to `start + count`. The caller holds the area lock and has just reserved the run.
+    pub(crate) fn write_run(&self, start: usize, count: usize, pad: usize, head: Head) {
+        debug_assert!(pad < count && start + count <= self.tag.len());
+        debug_assert_eq!(head.slot, start + pad);
+        for slot in start..start + pad {
+            self.set_tag(slot, Tag::Pad);
+        }
+        self.orig[head.slot].store(head.orig, Ordering::Relaxed);
+        self.len[head.slot].store(head.len as u32, Ordering::Relaxed);
+        self.set_tag(
+            head.slot,
+            Tag::Head {
+                use_: head.use_,
+                offset: head.offset,
+            },
+        );
+        for (back, slot) in (head.slot + 1..start + count).enumerate() {
+            self.set_tag(slot, Tag::Body { back: back + 1 });
+        }
+    }
+
+    /// Marks `start..start + count` free again. The caller holds the area lock.
+    pub(crate) fn clear_run(&self, start: usize, count: usize) {
+        for slot in start..start + count {
+            self.set_tag(slot, Tag::Free);
+        }
+    }
+
+    /// The head of the live run that holds `slot`, if `slot` holds data of one.
+    #[inline]
+    pub(crate) fn head_of(&self, slot: usize) -> Option<Head> {
+        let head = match self.tag(slot) {
+            Tag::Head { .. } => slot,
+            // A body slot names its head; that slot must be a head, or the tags are not
+            // what this code wrote (which a caller race could show): refuse.
+            Tag::Body { back } => slot.checked_sub(back)?,
+            Tag::Free | Tag::Pad => return None,
+        };
+        match self.tag(head) {
+            Tag::Head { use_, offset } => Some(Head {
+                slot: head,
+                use_,
+                offset,
+                len: self.len[head].load(Ordering::Relaxed) as usize,
+                orig: self.orig[head].load(Ordering::Relaxed),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Number of padding slots directly in front of `head`, not looking before `floor`.
+    pub(crate) fn pad_before(&self, head: usize, floor: usize) -> usize {
+        let mut pad = 0;
+        while head - pad > floor && self.tag(head - pad - 1) == Tag::Pad {
+            pad += 1;
+        }
+        pad
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip() {
+        let tags = [
+            Tag::Free,
+            Tag::Pad,
+            Tag::Body { back: 1 },
+            Tag::Body {
+                back: MAX_SEGMENT_SLOTS - 1,
+            },
+            Tag::Head {
+                use_: Use::Coherent,
+                offset: 0,
+            },
+            Tag::Head {
+                use_: Use::Stream(Direction::FromDevice),
+                offset: MAX_SLOT_SIZE - 1,
+            },
+            Tag::Head {
+                use_: Use::Stream(Direction::Bidirectional),
+                offset: 7,
+            },
+            Tag::Head {
+                use_: Use::Stream(Direction::ToDevice),
+                offset: 2047,
+            },
+        ];
+        for tag in tags {
+            assert_eq!(Tag::decode(tag.encode()), tag);
+        }
+    }
+
+    #[test]
+    fn run_is_found_from_every_data_slot_and_padding_is_counted() {
+        let slots = Slots::new(16).unwrap();
+        let head = Head {
+            slot: 5,
+            use_: Use::Stream(Direction::ToDevice),
+            offset: 100,
+            len: 5000,
+            orig: 0x1234,
+        };
+        slots.write_run(3, 5, 2, head);
+        assert_eq!(slots.head_of(3), None);
+        assert_eq!(slots.head_of(4), None);
+        for s in 5..8 {
+            assert_eq!(slots.head_of(s), Some(head));
+        }
+        assert_eq!(slots.head_of(8), None);
+        assert_eq!(slots.pad_before(5, 0), 2);
+        assert_eq!(slots.pad_before(5, 4), 1);
+        slots.clear_run(3, 5);
+        assert!((0..16).all(|s| slots.tag(s) == Tag::Free));
+    }
+}
