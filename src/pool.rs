@@ -76,8 +76,11 @@ pub struct Stats {
     /// Slots in use (front padding included).
     pub used_slots: usize,
     /// The most slots seen in use at once: the sum of all areas' use, sampled whenever an
-    /// area reaches a new high of its own. Exact with one area; with several it never falls
-    /// and is at least every area's own high-water mark.
+    /// area reaches a new high of its own and whenever stats are taken. Exact with one area.
+    /// With several it is a lower bound of the true peak (a peak reached without any area
+    /// reaching a new high of its own is missed), never falls, and is never below
+    /// `used_slots` or any area's own mark. An exact pool-wide figure would need one counter
+    /// updated by every map on every CPU.
     pub high_water: usize,
     /// Maps and allocations refused because the pool had no room ([`MapError::Full`]).
     pub failed_maps: usize,
@@ -99,6 +102,8 @@ struct Request {
     align: u64,
     /// Device window the run must not cross (0: none), for error reports.
     boundary: u64,
+    /// The device's address limit, for error reports.
+    limit: u64,
 }
 
 fn is_low_mask(mask: u64) -> bool {
@@ -307,10 +312,16 @@ impl Pool {
 
     /// Pool-wide figures.
     pub fn stats(&self) -> Stats {
+        let used_slots = self.used_slots();
+        // Fold in the use seen now, so the mark is never below it and never falls.
+        let high_water = self
+            .high_water
+            .fetch_max(used_slots, Ordering::Relaxed)
+            .max(used_slots);
         Stats {
             total_slots: self.slots_total,
-            used_slots: self.used_slots(),
-            high_water: self.high_water.load(Ordering::Relaxed),
+            used_slots,
+            high_water,
             failed_maps: self.failed_maps.load(Ordering::Relaxed),
             areas: self.areas.len(),
         }
@@ -405,27 +416,27 @@ impl Pool {
                 boundary,
             });
         }
-        let last_start =
-            c.dma_limit
-                .checked_sub(extent as u64 - 1)
-                .ok_or(MapError::Unreachable {
-                    size,
-                    limit: c.dma_limit,
-                    pool_start: self.dma,
-                })?;
+        // The first slot's device slot number must be below `limit` for the data's last byte
+        // to be reachable; a limit below even that leaves no placement (and `failure` tells
+        // `Unreachable` from `Impossible`).
+        let limit = c
+            .dma_limit
+            .checked_sub(extent as u64 - 1)
+            .map_or(0, |last_start| (last_start >> shift) + 1);
         Ok(Request {
             placement: Placement {
                 slots,
                 stride: ((align_mask | match_mask) >> shift) + 1,
                 phase: (orig & match_mask) >> shift,
                 window,
-                limit: (last_start >> shift) + 1,
+                limit,
             },
             pad,
             offset,
             size,
             align,
             boundary,
+            limit: c.dma_limit,
         })
     }
 
@@ -594,7 +605,7 @@ impl Pool {
             return if self.areas.iter().any(|a| a.could_hold(&unlimited)) {
                 MapError::Unreachable {
                     size: req.size,
-                    limit: p.limit.saturating_sub(1) << self.slot_shift,
+                    limit: req.limit,
                     pool_start: self.dma,
                 }
             } else {
@@ -676,6 +687,9 @@ impl Pool {
         constraints: &Constraints,
     ) -> Result<DmaAddr, MapError> {
         let len = buf.len();
+        if len == 0 {
+            return Err(MapError::ZeroLength);
+        }
         let orig = buf.cast::<u8>().as_ptr() as usize;
         let end = orig
             .checked_add(len)
