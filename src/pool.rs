@@ -119,6 +119,11 @@ impl Pool {
     /// the end is left out too. Page and larger alignments are computed on device addresses
     /// and hold wherever the region starts.
     ///
+    /// Segments are aligned in device space too (so that an allocation aligned to a whole
+    /// segment can exist). A region that is not aligned to `slot_size * segment_slots` in
+    /// device space therefore starts and ends with a partial segment, which cannot hold a
+    /// mapping as large as a full one; align the region to a segment to avoid that.
+    ///
     /// # Errors
     ///
     /// [`ConfigError`] for an invalid configuration, a region that wraps or holds no slot,
@@ -218,7 +223,8 @@ impl Pool {
         })
     }
 
-    /// Allocates a zeroed, page-aligned region of `size` bytes and builds a pool over it,
+    /// Allocates a zeroed region of `size` bytes, aligned to a segment (and a page), and
+    /// builds a pool over it,
     /// with device addresses equal to CPU addresses: for tests, benchmarks and user-space
     /// drivers whose "device" shares the process's address space.
     ///
@@ -228,8 +234,11 @@ impl Pool {
     #[cfg(feature = "std")]
     pub fn allocate(size: usize, config: Config) -> Result<Self, ConfigError> {
         config.check()?;
-        let page = config.get_page_size();
-        let layout = core::alloc::Layout::from_size_align(size.max(1), page)
+        // Aligned to a whole segment, so that no segment of the pool is partial.
+        let align = config
+            .get_page_size()
+            .max(config.get_slot_size() * config.get_segment_slots());
+        let layout = core::alloc::Layout::from_size_align(size.max(1), align)
             .map_err(|_| ConfigError::OutOfMemory(size))?;
         // SAFETY: the layout has a non-zero size.
         let mem = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -972,8 +981,12 @@ impl Drop for Pool {
 
 impl core::fmt::Debug for Pool {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let range = self.dma_range();
         f.debug_struct("Pool")
-            .field("dma_range", &self.dma_range())
+            .field(
+                "dma_range",
+                &format_args!("{:#x}..{:#x}", range.start, range.end),
+            )
             .field("slot_size", &self.slot_size())
             .field("segment_slots", &self.segment_slots)
             .field("stats", &self.stats())
