@@ -31,6 +31,8 @@ pub struct Pool {
     slot_shift: u32,
     slots_total: usize,
     segment_slots: usize,
+    /// log2 of `segment_slots`.
+    segment_shift: u32,
     page_size: usize,
     scrub: bool,
     hint: fn() -> usize,
@@ -209,6 +211,7 @@ impl Pool {
             slot_shift,
             slots_total,
             segment_slots: seg as usize,
+            segment_shift: seg.trailing_zeros(),
             page_size: config.get_page_size(),
             scrub: config.scrubs(),
             hint: config.hint(),
@@ -234,19 +237,27 @@ impl Pool {
     #[cfg(feature = "std")]
     pub fn allocate(size: usize, config: Config) -> Result<Self, ConfigError> {
         config.check()?;
-        // Aligned to a whole segment, so that no segment of the pool is partial.
+        // Aligned to a whole segment, so that no segment of the pool is partial. The region
+        // is over-allocated and aligned by hand: a zeroed allocation with a small alignment is
+        // `calloc`, whose large blocks are fresh zero pages, where a large alignment would
+        // make the allocator zero (and so touch and commit) every page up front.
         let align = config
             .get_page_size()
             .max(config.get_slot_size() * config.get_segment_slots());
-        let layout = core::alloc::Layout::from_size_align(size.max(1), align)
-            .map_err(|_| ConfigError::OutOfMemory(size))?;
+        let oom = ConfigError::OutOfMemory(size);
+        let layout = size
+            .checked_add(align)
+            .and_then(|total| core::alloc::Layout::from_size_align(total, 16).ok())
+            .ok_or(oom)?;
         // SAFETY: the layout has a non-zero size.
-        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
-        let mem = NonNull::new(mem).ok_or(ConfigError::OutOfMemory(size))?;
-        // SAFETY: `mem` is a fresh allocation of `size` bytes, owned by the pool from here
-        // on (freed in `drop`) and reachable by nothing else; the "device" of such a pool
-        // uses CPU addresses.
-        let pool = unsafe { Self::new(mem, mem.as_ptr() as u64, size, config) };
+        let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(oom)?;
+        let skip = (mem.as_ptr() as usize).wrapping_neg() & (align - 1);
+        // SAFETY: `skip < align`, so the region `skip..skip + size` is inside the allocation.
+        let start = unsafe { NonNull::new_unchecked(mem.as_ptr().add(skip)) };
+        // SAFETY: `start..start + size` is a fresh zeroed allocation owned by the pool from
+        // here on (freed in `drop`) and reachable by nothing else; the "device" of such a
+        // pool uses CPU addresses.
+        let pool = unsafe { Self::new(start, start.as_ptr() as u64, size, config) };
         match pool {
             Ok(mut pool) => {
                 pool.owned = Some((mem, layout));
@@ -347,6 +358,12 @@ impl Pool {
 
     // --- addresses ----------------------------------------------------------------------
 
+    /// Slots that hold `bytes` bytes (a shift: the slot size is a power of two).
+    #[inline]
+    fn slots_for(&self, bytes: usize) -> usize {
+        (bytes + (1 << self.slot_shift) - 1) >> self.slot_shift
+    }
+
     #[inline]
     fn slot_dma(&self, slot: usize) -> DmaAddr {
         self.dma + ((slot as u64) << self.slot_shift)
@@ -366,7 +383,7 @@ impl Pool {
 
     #[inline]
     fn area_of(&self, slot: usize) -> &Area {
-        let segment = ((self.dma >> self.slot_shift) + slot as u64) / self.segment_slots as u64
+        let segment = (((self.dma >> self.slot_shift) + slot as u64) >> self.segment_shift)
             - self.first_segment;
         let area = &self.areas[self.segment_area[segment as usize] as usize];
         debug_assert!(area.holds(slot));
@@ -374,7 +391,7 @@ impl Pool {
     }
 
     /// The live mapping holding `dma`'s slot, and the device address of its data.
-    #[inline]
+    #[inline(always)]
     fn find(&self, dma: DmaAddr) -> Result<(Head, DmaAddr), LookupError> {
         let not_mapped = LookupError::NotMapped { dma };
         let off = dma.checked_sub(self.dma).ok_or(not_mapped)?;
@@ -397,6 +414,7 @@ impl Pool {
     /// or the device's boundary, with the byte `extent - 1` past the first slot's start
     /// reachable by the device.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn request(
         &self,
         c: &Constraints,
@@ -463,6 +481,7 @@ impl Pool {
     }
 
     /// The request of a streaming mapping of `len` bytes from CPU address `orig`.
+    #[inline(always)]
     fn stream_request(
         &self,
         orig: usize,
@@ -483,7 +502,7 @@ impl Pool {
         // become front padding.
         let offset = (orig64 & c.min_align_mask & (c.alloc_align_mask | slot_mask)) as usize;
         let extent = offset + len;
-        let slots = extent.div_ceil(self.slot_size());
+        let slots = self.slots_for(extent);
         let mut align_mask = c.alloc_align_mask;
         if align_mask == 0 && c.min_align_mask == 0 && len >= self.page_size {
             // Mappings of a page or more are page-aligned when nothing else is asked.
@@ -511,7 +530,7 @@ impl Pool {
             return Err(MapError::ZeroLength);
         }
         Self::check_masks(c)?;
-        let slots = size.div_ceil(self.slot_size());
+        let slots = self.slots_for(size);
         if slots > self.segment_slots {
             return Err(MapError::TooLarge {
                 size,
@@ -570,7 +589,7 @@ impl Pool {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take_in(
         &self,
         mut guard: AreaGuard<'_>,
@@ -639,9 +658,10 @@ impl Pool {
     }
 
     /// Gives back the run of the live mapping `head`, if it is still the one recorded.
+    #[inline(always)]
     fn release(&self, head: &Head, dma: DmaAddr) -> Result<(), LookupError> {
         let area = self.area_of(head.slot);
-        let data_slots = (head.offset + head.len).div_ceil(self.slot_size());
+        let data_slots = self.slots_for(head.offset + head.len);
         if self.scrub {
             let pad = self.slots.pad_before(head.slot, area.first);
             let start = head.slot - pad;
