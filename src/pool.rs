@@ -603,11 +603,14 @@ impl Pool {
             req.pad,
             head_at(taken.start + req.pad),
         );
-        drop(guard);
         if taken.raised_high_water {
+            // Sampled before unlocking, so this area's part of the sum is its new peak (a
+            // racing unmap in this area cannot lower it first): the pool's mark stays at or
+            // above every area's, and is exact with one area.
             self.high_water
                 .fetch_max(self.used_slots(), Ordering::Relaxed);
         }
+        drop(guard);
         Some(taken.start)
     }
 
