@@ -55,11 +55,12 @@ fn stats_stay_consistent_under_map_unmap() {
     });
 }
 
-/// `Stats::high_water` promises to be "at least every area's own high-water mark". Area 0
-/// holds a 1-slot mapping; one thread maps another slot there (the area's mark becomes 2)
-/// while the main thread unmaps the first. The pool samples the sum of the areas' use after
-/// dropping the area lock, so if the unmap lands in between it records 1 and the pool's mark
-/// stays below area 0's for good.
+/// Regression (found by this model, fixed in `take_in`): `Stats::high_water` promises to be
+/// "at least every area's own high-water mark". Area 0 holds a 1-slot mapping; one thread
+/// maps another slot there (the area's mark becomes 2) while the main thread unmaps the
+/// first. The pool used to sample the sum of the areas' use after dropping the area lock, so
+/// when the unmap landed in between it recorded 1 and the pool's mark stayed below area 0's
+/// for good (and was not exact with one area).
 #[test]
 fn high_water_sampled_after_a_racing_unmap_is_below_the_area_mark() {
     run_model(
