@@ -43,7 +43,7 @@ for target in "${targets[@]}"; do
     cargo fuzz run -s "$sanitizer" -a "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len=4096 -timeout=10 -print_final_stats=1 \
         2>&1 | tee "target/fuzz-$target.log" \
-        | grep -E '^(#[0-9]+ +(INITED|DONE)|Done |stat::number_of_executed_units|stat::average_exec_per_sec|==[0-9]+==|SUMMARY|thread .* panicked|Test unit written|artifact_prefix)'
+        | grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|Done |stat::number_of_executed_units|stat::average_exec_per_sec|==[0-9]+==|SUMMARY|thread .* panicked|Test unit written|artifact_prefix)'
     status=${PIPESTATUS[0]}
     set -e
     if [ "$status" -ne 0 ]; then

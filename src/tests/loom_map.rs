@@ -65,3 +65,39 @@ fn two_maps_that_fill_the_pool_both_succeed() {
         assert_all_free(&pool);
     });
 }
+
+/// Three threads in area 0 at once: two map two slots each while the third unmaps an older
+/// 2-slot mapping there and maps one slot. Area 0 (4 slots) cannot hold everything, so some
+/// runs fall back to area 1; all maps succeed (6 of 8 slots at most are live), no runs
+/// overlap, every bounce buffer keeps its bytes.
+#[test]
+fn three_threads_churn_one_area() {
+    run_model("three_threads_churn_one_area", || {
+        let pool = Arc::new(TestPool::tiny(8));
+        in_area(0);
+        let old = Mapping::map(&pool, 5, 2 * SLOT, ToDevice).unwrap();
+        let spawn = |tag: u8| {
+            let p = pool.clone();
+            thread::spawn(move || {
+                in_area(0);
+                Mapping::map(&p, tag, 2 * SLOT, Bidirectional).expect("map with room")
+            })
+        };
+        let (a, b) = (spawn(6), spawn(7));
+        old.unmap(&pool);
+        let mine = Mapping::map(&pool, 8, SLOT, FromDevice).expect("map with room");
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+
+        let live = [(a.dma, a.len()), (b.dma, b.len()), (mine.dma, mine.len())];
+        assert_disjoint(&pool, &live);
+        for m in [&a, &b, &mine] {
+            m.check_bounce(&pool);
+        }
+        assert_used(&pool, 5);
+        assert_eq!(pool.stats().failed_maps, 0);
+        for m in [a, b, mine] {
+            m.unmap(&pool);
+        }
+        assert_all_free(&pool);
+    });
+}

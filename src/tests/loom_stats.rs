@@ -19,6 +19,7 @@ fn stats_stay_consistent_under_map_unmap() {
             Mapping::map(&p, 70, 2 * SLOT, FromDevice)
                 .unwrap()
                 .unmap(&p);
+            Mapping::map(&p, 71, SLOT, ToDevice).unwrap().unmap(&p);
         });
         let p = pool.clone();
         let b = thread::spawn(move || {

@@ -13,6 +13,12 @@ use loom::thread;
 /// back from its head) and maps again in area 0. The syncs move exactly their ranges, the
 /// bounce buffers of `m` and `k` are untouched by the scrub next door, and `n`'s released
 /// slots are zero unless mapped again.
+///
+/// loom explores a single interleaving here, and that is the point: the sync path touches
+/// no lock and no atomic that the unmap and map next door write (only `m`'s own slot tags),
+/// so no order of the two threads can differ. What loom cannot see, the bytes, is checked
+/// after the join (a scrub or copy in the wrong place leaves wrong bytes in any order) and
+/// under real threads by `tests/stress.rs`.
 #[test]
 fn sync_racing_unmap_of_another_mapping() {
     run_model("sync_racing_unmap_of_another_mapping", || {
