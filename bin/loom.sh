@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the loom models in src/tests/loom_*.rs: every interleaving of each model's threads
-# within LOOM_MAX_PREEMPTIONS (default 2), in release mode with debug assertions on, in a
+# Runs the loom models in src/tests/loom_*.rs: the interleavings of each model's threads that
+# loom's DPOR tells apart, within LOOM_MAX_PREEMPTIONS (default 2), in release mode with
+# debug assertions on, in a
 # target directory of its own so normal builds stay valid.
 #
 #   bin/loom.sh                    # every model
