@@ -278,6 +278,12 @@ impl RngDevice {
         self
     }
 
+    /// The first `n` bytes a device made with `seed` produces (whatever the chunking).
+    pub fn stream(seed: u64, n: usize) -> Vec<u8> {
+        let mut d = Self::new(seed);
+        (0..n).map(|_| d.next_byte()).collect()
+    }
+
     /// Bytes produced so far.
     pub fn produced(&self) -> u64 {
         self.produced
