@@ -147,7 +147,7 @@ impl PoolSlot {
         }
         // The pool holds at least one slot, so its first byte translates.
         let cpu = pool.translate(start, 1).map_or(0, |p| p.as_ptr() as usize);
-        if (cpu as u64).wrapping_sub(start) % PAGE_SIZE as u64 != 0 {
+        if (cpu as u64).wrapping_sub(start) & (PAGE_SIZE as u64 - 1) != 0 {
             return Err(BindError::Incongruent { cpu, dma: start });
         }
         if !self.registration.load(Ordering::Acquire).is_null() {

@@ -191,11 +191,12 @@ pub fn map_sg<'p, 'a>(
                 size: len,
                 max: u32::MAX as usize,
             }),
-            // SAFETY: the buffer is borrowed for 'a, which the returned `MappedSg` carries,
-            // so it stays valid and, for `In` / `Both`, unaliased until `unmap` consumes the
-            // list; `Out` buffers are mapped `ToDevice` and so only ever read.
             Ok(len32) => {
-                unsafe { pool.map(buf.as_ptr(), direction, constraints) }.map(|dma| Segment {
+                // SAFETY: the buffer is borrowed for 'a, which the returned `MappedSg`
+                // carries, so it stays valid and, for `In` / `Both`, unaliased until `unmap`
+                // consumes the list; `Out` buffers are mapped `ToDevice` and only ever read.
+                let mapped = unsafe { pool.map(buf.as_ptr(), direction, constraints) };
+                mapped.map(|dma| Segment {
                     dma,
                     len: len32,
                     direction,

@@ -161,7 +161,7 @@ fn in_flight<B: PoolBinding>(indirect: bool, n: usize) {
     // The rings: coherent allocations that live as long as the driver.
     let rings = region.pool().stats().used_slots;
     let datas: Vec<Vec<u8>> = (0..n)
-        .map(|i| pattern(2 * SECTOR_SIZE << (i % 4), 100 + i as u32))
+        .map(|i| pattern((2 * SECTOR_SIZE) << (i % 4), 100 + i as u32))
         .collect();
     let mut reqs: Vec<BlkReq> = (0..n).map(|_| BlkReq::default()).collect();
     let mut resps: Vec<BlkResp> = (0..n).map(|_| BlkResp::default()).collect();

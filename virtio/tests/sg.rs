@@ -190,7 +190,7 @@ fn sg_chains_in_flight() {
         .map(|i| pattern(2048 * (i + 1), 50 + i as u32))
         .collect();
     let hdrs: Vec<[u8; 16]> = (0..8).map(|i| header(T_OUT, 64 * i as u64)).collect();
-    let mut statuses = vec![[0xffu8]; 8];
+    let mut statuses = [[0xffu8]; 8];
     let mut pending = Vec::new();
     for ((hdr, data), status) in hdrs.iter().zip(&datas).zip(statuses.iter_mut()) {
         let mut sg = map_sg(

@@ -82,7 +82,7 @@ impl BlockDevice {
     fn range(&self, sector: u64, len: usize) -> Option<core::ops::Range<usize>> {
         let start = usize::try_from(sector).ok()?.checked_mul(SECTOR_SIZE)?;
         let end = start.checked_add(len)?;
-        (len % SECTOR_SIZE == 0 && end <= self.disk.len()).then_some(start..end)
+        (len & (SECTOR_SIZE - 1) == 0 && end <= self.disk.len()).then_some(start..end)
     }
 }
 

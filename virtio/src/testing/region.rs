@@ -72,7 +72,8 @@ impl DmaRegion {
     /// refuses, or guest memory vm-memory refuses.
     pub fn new(size: usize, dma_base: u64, config: Config) -> Result<Self, RegionError> {
         let unaligned = RegionError::Unaligned { size, dma_base };
-        if size == 0 || size % REGION_ALIGN != 0 || dma_base % REGION_ALIGN as u64 != 0 {
+        let mask = REGION_ALIGN - 1;
+        if size == 0 || size & mask != 0 || dma_base & mask as u64 != 0 {
             return Err(unaligned);
         }
         let layout = Layout::from_size_align(size, REGION_ALIGN).map_err(|_| unaligned)?;
