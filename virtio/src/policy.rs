@@ -16,6 +16,12 @@ use core::time::Duration;
 /// cannot free anything while it waits, and will panic after `max_wait`; size the pool for
 /// the requests a device can have in flight (see the README's sizing notes).
 ///
+/// `virtio-drivers` shares a request's buffers one at a time, so two threads that each hold
+/// part of a request while waiting for room for the rest can both wait out `max_wait`
+/// (hold and wait). Waiting is safe when every request is one buffer, or when the pool can
+/// hold every submitting thread's largest request at once; otherwise prefer
+/// [`map_sg`](crate::map_sg), which maps a whole list or nothing.
+///
 /// # Examples
 ///
 /// ```
