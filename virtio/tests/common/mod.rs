@@ -40,7 +40,7 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
 }
 
 /// `VIRTQ_DESC_F_INDIRECT`.
-const DESC_F_INDIRECT: u16 = 4;
+pub const DESC_F_INDIRECT: u16 = 4;
 
 /// A split virtqueue driven by hand: rings are coherent pool allocations, buffers come
 /// mapped from `map_sg`. Several chains may be in flight.
@@ -143,6 +143,25 @@ impl MiniQueue {
         }
         let head = ids[0];
         self.chains.insert(head, ids);
+        self.publish(head);
+        Some(head)
+    }
+
+    /// Makes a hand-made chain available: `(addr, len, flags)` per descriptor, each linked
+    /// to the next; a last descriptor that has `DESC_F_NEXT` links back to the head (a loop).
+    pub fn submit_raw(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
+        let ids: Vec<u16> = (0..descs.len()).map(|_| self.free.pop().unwrap()).collect();
+        for (k, &(addr, len, flags)) in descs.iter().enumerate() {
+            let next = ids[(k + 1) % ids.len()];
+            self.write_desc(ids[k], addr, len, flags, next);
+        }
+        let head = ids[0];
+        self.chains.insert(head, ids);
+        self.publish(head);
+        head
+    }
+
+    fn publish(&mut self, head: u16) {
         let slot = 4 + 2 * (self.avail_idx % self.size) as usize;
         // SAFETY: inside the coherent avail ring; the device reads entries only below idx.
         unsafe {
@@ -161,7 +180,6 @@ impl MiniQueue {
                 self.avail_idx.to_le_bytes(),
             )
         };
-        Some(head)
     }
 
     /// The next used element: (head, used length), freeing its descriptors.
