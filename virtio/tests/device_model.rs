@@ -43,7 +43,7 @@ fn finish(
 #[test]
 fn an_indirect_table_outside_the_pool_fails_the_device() {
     let (region, transport, device, mut queue) = rig();
-    let table = vec![0u8; 48];
+    let table = [0u8; 48];
     let addr = table.as_ptr() as u64;
     queue.submit_raw(&[(addr, 48, DESC_F_INDIRECT)]);
     let err = device.process().unwrap_err();
