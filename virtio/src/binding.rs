@@ -203,6 +203,12 @@ impl Default for PoolSlot {
 
 /// A type that names a pool: the parameter of [`SwiotlbHal`](crate::SwiotlbHal).
 ///
+/// `Hal`'s functions take no `self`, so the pool must be reachable from the type alone. A
+/// marker type per pool that names its own `static` was chosen over a const-generic index
+/// into one global table (`SwiotlbHal<0>`): the name says whose pool it is, two crates
+/// cannot both pick "slot 0" by accident, no table size has to be fixed in advance, and the
+/// lookup is one load from a `static`.
+///
 /// Write it with [`bind_pool!`](crate::bind_pool), or by hand to override
 /// [`mmio_phys_to_virt`](Self::mmio_phys_to_virt):
 ///

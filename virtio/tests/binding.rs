@@ -45,6 +45,8 @@ fn a_binding_registers_once() {
     );
     // The first registration stands.
     assert!(core::ptr::eq(P::pool().unwrap(), region.pool()));
+    assert_idle(region.pool());
+    assert_idle(other.pool());
 }
 
 #[test]
