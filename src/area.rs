@@ -70,7 +70,7 @@ impl Bitmap {
     }
 
     /// The first free slot in `from..end`.
-    #[inline]
+    #[inline(always)]
     fn next_free(&self, from: usize, end: usize) -> Option<usize> {
         if from >= end {
             return None;
@@ -104,7 +104,7 @@ impl Bitmap {
     }
 
     /// The last used slot in `from..end`.
-    #[inline]
+    #[inline(always)]
     fn last_used(&self, from: usize, end: usize) -> Option<usize> {
         debug_assert!(from < end && end <= self.len);
         let first = from / WORD;
@@ -128,28 +128,42 @@ impl Bitmap {
     }
 
     /// Sets (`used`) or clears every bit of `start..start + count`.
+    #[inline(always)]
     fn fill(&mut self, start: usize, count: usize, used: bool) {
         debug_assert!(count > 0 && start + count <= self.len);
         let end = start + count;
+        let w = start / WORD;
+        if (end - 1) / WORD == w {
+            // The common case: one word.
+            let mask = (!0u64 >> (WORD - count)) << (start % WORD);
+            self.set_word(w, mask, used);
+            return;
+        }
         let mut at = start;
         while at < end {
             let w = at / WORD;
             let hi = end.min((w + 1) * WORD);
             let mask = (!0u64 << (at % WORD)) & (!0u64 >> (WORD - 1 - (hi - 1) % WORD));
-            if used {
-                debug_assert_eq!(self.words[w] & mask, 0, "slots already in use");
-                self.words[w] |= mask;
-            } else {
-                debug_assert_eq!(self.words[w] & mask, mask, "slots already free");
-                self.words[w] &= !mask;
-            }
-            let bit = 1u64 << (w % WORD);
-            if self.words[w] == !0 {
-                self.summary[w / WORD] &= !bit;
-            } else {
-                self.summary[w / WORD] |= bit;
-            }
+            self.set_word(w, mask, used);
             at = hi;
+        }
+    }
+
+    /// Sets or clears the bits of `mask` in word `w`, keeping the summary current.
+    #[inline(always)]
+    fn set_word(&mut self, w: usize, mask: u64, used: bool) {
+        if used {
+            debug_assert_eq!(self.words[w] & mask, 0, "slots already in use");
+            self.words[w] |= mask;
+        } else {
+            debug_assert_eq!(self.words[w] & mask, mask, "slots already free");
+            self.words[w] &= !mask;
+        }
+        let bit = 1u64 << (w % WORD);
+        if self.words[w] == !0 {
+            self.summary[w / WORD] &= !bit;
+        } else {
+            self.summary[w / WORD] |= bit;
         }
     }
 }
@@ -182,6 +196,7 @@ impl Occupancy for Empty {
 }
 
 /// First fit for `p` among `len` slots whose first has device slot number `origin`.
+#[inline(always)]
 fn search(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) -> Option<usize> {
     debug_assert!(p.stride.is_power_of_two() && p.window.is_power_of_two());
     debug_assert!(p.slots as u64 <= p.window);
@@ -313,7 +328,7 @@ impl Area {
 impl AreaGuard<'_> {
     /// Finds room for `p`, marks it used and returns its first pool slot number; `None`
     /// when there is none.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, p: &Placement) -> Option<TakeResult> {
         let area = self.area;
         let used = area.used.load(Ordering::Relaxed);
@@ -337,7 +352,7 @@ impl AreaGuard<'_> {
     }
 
     /// Gives back `count` slots from pool slot `start`, which `take` handed out.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn give(&mut self, start: usize, count: usize) {
         let area = self.area;
         debug_assert!(area.holds(start) && area.holds(start + count - 1));

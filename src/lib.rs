@@ -68,7 +68,8 @@ pub mod implementation;
 mod pool;
 mod slot;
 mod sync;
-// TESTING_MOD
+#[cfg(feature = "test-utils")]
+pub mod testing;
 #[cfg(all(test, loom))]
 mod tests;
 

@@ -31,6 +31,8 @@ pub struct Pool {
     slot_shift: u32,
     slots_total: usize,
     segment_slots: usize,
+    /// log2 of `segment_slots`.
+    segment_shift: u32,
     page_size: usize,
     scrub: bool,
     hint: fn() -> usize,
@@ -76,8 +78,11 @@ pub struct Stats {
     /// Slots in use (front padding included).
     pub used_slots: usize,
     /// The most slots seen in use at once: the sum of all areas' use, sampled whenever an
-    /// area reaches a new high of its own. Exact with one area; with several it never falls
-    /// and is at least every area's own high-water mark.
+    /// area reaches a new high of its own and whenever stats are taken. Exact with one area.
+    /// With several it is a lower bound of the true peak (a peak reached without any area
+    /// reaching a new high of its own is missed), never falls, and is never below
+    /// `used_slots` or any area's own mark. An exact pool-wide figure would need one counter
+    /// updated by every map on every CPU.
     pub high_water: usize,
     /// Maps and allocations refused because the pool had no room ([`MapError::Full`]).
     pub failed_maps: usize,
@@ -99,6 +104,8 @@ struct Request {
     align: u64,
     /// Device window the run must not cross (0: none), for error reports.
     boundary: u64,
+    /// The device's address limit, for error reports.
+    limit: u64,
 }
 
 fn is_low_mask(mask: u64) -> bool {
@@ -113,6 +120,11 @@ impl Pool {
     /// are left out, so that every slot is slot-aligned in device space; a partial slot at
     /// the end is left out too. Page and larger alignments are computed on device addresses
     /// and hold wherever the region starts.
+    ///
+    /// Segments are aligned in device space too (so that an allocation aligned to a whole
+    /// segment can exist). A region that is not aligned to `slot_size * segment_slots` in
+    /// device space therefore starts and ends with a partial segment, which cannot hold a
+    /// mapping as large as a full one; align the region to a segment to avoid that.
     ///
     /// # Errors
     ///
@@ -199,6 +211,7 @@ impl Pool {
             slot_shift,
             slots_total,
             segment_slots: seg as usize,
+            segment_shift: seg.trailing_zeros(),
             page_size: config.get_page_size(),
             scrub: config.scrubs(),
             hint: config.hint(),
@@ -213,7 +226,8 @@ impl Pool {
         })
     }
 
-    /// Allocates a zeroed, page-aligned region of `size` bytes and builds a pool over it,
+    /// Allocates a zeroed region of `size` bytes, aligned to a segment (and a page), and
+    /// builds a pool over it,
     /// with device addresses equal to CPU addresses: for tests, benchmarks and user-space
     /// drivers whose "device" shares the process's address space.
     ///
@@ -223,16 +237,27 @@ impl Pool {
     #[cfg(feature = "std")]
     pub fn allocate(size: usize, config: Config) -> Result<Self, ConfigError> {
         config.check()?;
-        let page = config.get_page_size();
-        let layout = core::alloc::Layout::from_size_align(size.max(1), page)
-            .map_err(|_| ConfigError::OutOfMemory(size))?;
+        // Aligned to a whole segment, so that no segment of the pool is partial. The region
+        // is over-allocated and aligned by hand: a zeroed allocation with a small alignment is
+        // `calloc`, whose large blocks are fresh zero pages, where a large alignment would
+        // make the allocator zero (and so touch and commit) every page up front.
+        let align = config
+            .get_page_size()
+            .max(config.get_slot_size() * config.get_segment_slots());
+        let oom = ConfigError::OutOfMemory(size);
+        let layout = size
+            .checked_add(align)
+            .and_then(|total| core::alloc::Layout::from_size_align(total, 16).ok())
+            .ok_or(oom)?;
         // SAFETY: the layout has a non-zero size.
-        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
-        let mem = NonNull::new(mem).ok_or(ConfigError::OutOfMemory(size))?;
-        // SAFETY: `mem` is a fresh allocation of `size` bytes, owned by the pool from here
-        // on (freed in `drop`) and reachable by nothing else; the "device" of such a pool
-        // uses CPU addresses.
-        let pool = unsafe { Self::new(mem, mem.as_ptr() as u64, size, config) };
+        let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(oom)?;
+        let skip = (mem.as_ptr() as usize).wrapping_neg() & (align - 1);
+        // SAFETY: `skip < align`, so the region `skip..skip + size` is inside the allocation.
+        let start = unsafe { NonNull::new_unchecked(mem.as_ptr().add(skip)) };
+        // SAFETY: `start..start + size` is a fresh zeroed allocation owned by the pool from
+        // here on (freed in `drop`) and reachable by nothing else; the "device" of such a
+        // pool uses CPU addresses.
+        let pool = unsafe { Self::new(start, start.as_ptr() as u64, size, config) };
         match pool {
             Ok(mut pool) => {
                 pool.owned = Some((mem, layout));
@@ -307,10 +332,16 @@ impl Pool {
 
     /// Pool-wide figures.
     pub fn stats(&self) -> Stats {
+        let used_slots = self.used_slots();
+        // Fold in the use seen now, so the mark is never below it and never falls.
+        let high_water = self
+            .high_water
+            .fetch_max(used_slots, Ordering::Relaxed)
+            .max(used_slots);
         Stats {
             total_slots: self.slots_total,
-            used_slots: self.used_slots(),
-            high_water: self.high_water.load(Ordering::Relaxed),
+            used_slots,
+            high_water,
             failed_maps: self.failed_maps.load(Ordering::Relaxed),
             areas: self.areas.len(),
         }
@@ -326,6 +357,12 @@ impl Pool {
     }
 
     // --- addresses ----------------------------------------------------------------------
+
+    /// Slots that hold `bytes` bytes (a shift: the slot size is a power of two).
+    #[inline]
+    fn slots_for(&self, bytes: usize) -> usize {
+        (bytes + (1 << self.slot_shift) - 1) >> self.slot_shift
+    }
 
     #[inline]
     fn slot_dma(&self, slot: usize) -> DmaAddr {
@@ -346,7 +383,7 @@ impl Pool {
 
     #[inline]
     fn area_of(&self, slot: usize) -> &Area {
-        let segment = ((self.dma >> self.slot_shift) + slot as u64) / self.segment_slots as u64
+        let segment = (((self.dma >> self.slot_shift) + slot as u64) >> self.segment_shift)
             - self.first_segment;
         let area = &self.areas[self.segment_area[segment as usize] as usize];
         debug_assert!(area.holds(slot));
@@ -354,7 +391,7 @@ impl Pool {
     }
 
     /// The live mapping holding `dma`'s slot, and the device address of its data.
-    #[inline]
+    #[inline(always)]
     fn find(&self, dma: DmaAddr) -> Result<(Head, DmaAddr), LookupError> {
         let not_mapped = LookupError::NotMapped { dma };
         let off = dma.checked_sub(self.dma).ok_or(not_mapped)?;
@@ -377,6 +414,7 @@ impl Pool {
     /// or the device's boundary, with the byte `extent - 1` past the first slot's start
     /// reachable by the device.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn request(
         &self,
         c: &Constraints,
@@ -405,27 +443,27 @@ impl Pool {
                 boundary,
             });
         }
-        let last_start =
-            c.dma_limit
-                .checked_sub(extent as u64 - 1)
-                .ok_or(MapError::Unreachable {
-                    size,
-                    limit: c.dma_limit,
-                    pool_start: self.dma,
-                })?;
+        // The first slot's device slot number must be below `limit` for the data's last byte
+        // to be reachable; a limit below even that leaves no placement (and `failure` tells
+        // `Unreachable` from `Impossible`).
+        let limit = c
+            .dma_limit
+            .checked_sub(extent as u64 - 1)
+            .map_or(0, |last_start| (last_start >> shift) + 1);
         Ok(Request {
             placement: Placement {
                 slots,
                 stride: ((align_mask | match_mask) >> shift) + 1,
                 phase: (orig & match_mask) >> shift,
                 window,
-                limit: (last_start >> shift) + 1,
+                limit,
             },
             pad,
             offset,
             size,
             align,
             boundary,
+            limit: c.dma_limit,
         })
     }
 
@@ -443,6 +481,7 @@ impl Pool {
     }
 
     /// The request of a streaming mapping of `len` bytes from CPU address `orig`.
+    #[inline(always)]
     fn stream_request(
         &self,
         orig: usize,
@@ -463,7 +502,7 @@ impl Pool {
         // become front padding.
         let offset = (orig64 & c.min_align_mask & (c.alloc_align_mask | slot_mask)) as usize;
         let extent = offset + len;
-        let slots = extent.div_ceil(self.slot_size());
+        let slots = self.slots_for(extent);
         let mut align_mask = c.alloc_align_mask;
         if align_mask == 0 && c.min_align_mask == 0 && len >= self.page_size {
             // Mappings of a page or more are page-aligned when nothing else is asked.
@@ -491,7 +530,7 @@ impl Pool {
             return Err(MapError::ZeroLength);
         }
         Self::check_masks(c)?;
-        let slots = size.div_ceil(self.slot_size());
+        let slots = self.slots_for(size);
         if slots > self.segment_slots {
             return Err(MapError::TooLarge {
                 size,
@@ -550,7 +589,7 @@ impl Pool {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take_in(
         &self,
         mut guard: AreaGuard<'_>,
@@ -564,11 +603,14 @@ impl Pool {
             req.pad,
             head_at(taken.start + req.pad),
         );
-        drop(guard);
         if taken.raised_high_water {
+            // Sampled before unlocking, so this area's part of the sum is its new peak (a
+            // racing unmap in this area cannot lower it first): the pool's mark stays at or
+            // above every area's, and is exact with one area.
             self.high_water
                 .fetch_max(self.used_slots(), Ordering::Relaxed);
         }
+        drop(guard);
         Some(taken.start)
     }
 
@@ -594,7 +636,7 @@ impl Pool {
             return if self.areas.iter().any(|a| a.could_hold(&unlimited)) {
                 MapError::Unreachable {
                     size: req.size,
-                    limit: p.limit.saturating_sub(1) << self.slot_shift,
+                    limit: req.limit,
                     pool_start: self.dma,
                 }
             } else {
@@ -619,9 +661,10 @@ impl Pool {
     }
 
     /// Gives back the run of the live mapping `head`, if it is still the one recorded.
+    #[inline(always)]
     fn release(&self, head: &Head, dma: DmaAddr) -> Result<(), LookupError> {
         let area = self.area_of(head.slot);
-        let data_slots = (head.offset + head.len).div_ceil(self.slot_size());
+        let data_slots = self.slots_for(head.offset + head.len);
         if self.scrub {
             let pad = self.slots.pad_before(head.slot, area.first);
             let start = head.slot - pad;
@@ -676,6 +719,9 @@ impl Pool {
         constraints: &Constraints,
     ) -> Result<DmaAddr, MapError> {
         let len = buf.len();
+        if len == 0 {
+            return Err(MapError::ZeroLength);
+        }
         let orig = buf.cast::<u8>().as_ptr() as usize;
         let end = orig
             .checked_add(len)
@@ -958,8 +1004,12 @@ impl Drop for Pool {
 
 impl core::fmt::Debug for Pool {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let range = self.dma_range();
         f.debug_struct("Pool")
-            .field("dma_range", &self.dma_range())
+            .field(
+                "dma_range",
+                &format_args!("{:#x}..{:#x}", range.start, range.end),
+            )
             .field("slot_size", &self.slot_size())
             .field("segment_slots", &self.segment_slots)
             .field("stats", &self.stats())

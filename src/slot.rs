@@ -172,7 +172,7 @@ impl Slots {
         + core::mem::size_of::<AtomicU32>()
         + core::mem::size_of::<AtomicUsize>();
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn tag(&self, slot: usize) -> Tag {
         Tag::decode(self.tag[slot].load(Ordering::Relaxed))
     }
@@ -184,6 +184,7 @@ impl Slots {
 
     /// Records a new run: `pad` padding slots from `start`, then the head, then body slots
     /// up to `start + count`. The caller holds the area lock and has just reserved the run.
+    #[inline(always)]
     pub(crate) fn write_run(&self, start: usize, count: usize, pad: usize, head: Head) {
         debug_assert!(pad < count && start + count <= self.tag.len());
         debug_assert_eq!(head.slot, start + pad);
@@ -205,6 +206,7 @@ impl Slots {
     }
 
     /// Marks `start..start + count` free again. The caller holds the area lock.
+    #[inline(always)]
     pub(crate) fn clear_run(&self, start: usize, count: usize) {
         for slot in start..start + count {
             self.set_tag(slot, Tag::Free);
@@ -212,7 +214,7 @@ impl Slots {
     }
 
     /// The head of the live run that holds `slot`, if `slot` holds data of one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn head_of(&self, slot: usize) -> Option<Head> {
         let head = match self.tag(slot) {
             Tag::Head { .. } => slot,
@@ -234,6 +236,7 @@ impl Slots {
     }
 
     /// Number of padding slots directly in front of `head`, not looking before `floor`.
+    #[inline(always)]
     pub(crate) fn pad_before(&self, head: usize, floor: usize) -> usize {
         let mut pad = 0;
         while head - pad > floor && self.tag(head - pad - 1) == Tag::Pad {
