@@ -69,6 +69,31 @@ pub struct Coherent {
     pub size: usize,
 }
 
+/// What [`Pool::lookup`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Device address of the first byte of data.
+    pub dma: DmaAddr,
+    /// Length in bytes.
+    pub len: usize,
+    /// Streaming mapping or coherent allocation.
+    pub kind: MappingKind,
+}
+
+/// The kind of a [`Mapping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingKind {
+    /// Made by [`Pool::map`].
+    Streaming {
+        /// Its direction.
+        dir: Direction,
+        /// CPU address of the original buffer.
+        orig: usize,
+    },
+    /// Made by [`Pool::alloc`].
+    Coherent,
+}
+
 /// Figures of a whole pool. Taken without stopping other threads, so under load the fields
 /// are each exact but not from one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -283,6 +308,12 @@ impl Pool {
         self.segment_slots
     }
 
+    /// Page size: mappings of a page or more are page-aligned when no mask says otherwise,
+    /// and coherent allocations are aligned to at least a page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
     /// Number of areas.
     pub fn areas(&self) -> usize {
         self.areas.len()
@@ -405,6 +436,24 @@ impl Pool {
             return Err(not_mapped);
         }
         Ok((head, start))
+    }
+
+    /// The live mapping or coherent allocation whose data holds `dma`, if any. Changes
+    /// nothing. A mapping being unmapped by another thread at the same time may or may not
+    /// be seen.
+    pub fn lookup(&self, dma: DmaAddr) -> Option<Mapping> {
+        let (head, start) = self.find(dma).ok()?;
+        Some(Mapping {
+            dma: start,
+            len: head.len,
+            kind: match head.use_ {
+                Use::Stream(dir) => MappingKind::Streaming {
+                    dir,
+                    orig: head.orig,
+                },
+                Use::Coherent => MappingKind::Coherent,
+            },
+        })
     }
 
     // --- placement ----------------------------------------------------------------------
