@@ -36,6 +36,10 @@ pub(crate) struct Placement {
     pub(crate) window: u64,
     /// The first slot's device slot number must be below this (the device's address limit).
     pub(crate) limit: u64,
+    /// Search from the top of the area down (last fit) instead of first fit: for coherent
+    /// allocations, which live long, so that they gather at the top and leave the large
+    /// free run below them to the short-lived streaming mappings.
+    pub(crate) from_top: bool,
 }
 
 // === impl Bitmap ===
@@ -127,6 +131,53 @@ impl Bitmap {
         }
     }
 
+    /// The last free slot before `before`.
+    #[inline]
+    fn prev_free(&self, before: usize) -> Option<usize> {
+        let b = before.checked_sub(1)?;
+        let w = b / WORD;
+        let free = !self.words[w] & (!0u64 >> (WORD - 1 - b % WORD));
+        if free != 0 {
+            return Some(w * WORD + (WORD - 1 - free.leading_zeros() as usize));
+        }
+        // The previous word with a free slot, through the summary.
+        let mut s = w / WORD;
+        let mut bits = self.summary[s] & ((1u64 << (w % WORD)) - 1);
+        loop {
+            if bits != 0 {
+                let w = s * WORD + (WORD - 1 - bits.leading_zeros() as usize);
+                let free = !self.words[w];
+                return Some(w * WORD + (WORD - 1 - free.leading_zeros() as usize));
+            }
+            s = s.checked_sub(1)?;
+            bits = self.summary[s];
+        }
+    }
+
+    /// The first used slot in `from..end`.
+    #[inline]
+    fn first_used(&self, from: usize, end: usize) -> Option<usize> {
+        debug_assert!(from < end && end <= self.len);
+        let last = (end - 1) / WORD;
+        let mut w = from / WORD;
+        loop {
+            let mut used = self.words[w];
+            if w == from / WORD {
+                used &= !0u64 << (from % WORD);
+            }
+            if w == last {
+                used &= !0u64 >> (WORD - 1 - (end - 1) % WORD);
+            }
+            if used != 0 {
+                return Some(w * WORD + used.trailing_zeros() as usize);
+            }
+            if w == last {
+                return None;
+            }
+            w += 1;
+        }
+    }
+
     /// Sets (`used`) or clears every bit of `start..start + count`.
     #[inline(always)]
     fn fill(&mut self, start: usize, count: usize, used: bool) {
@@ -172,14 +223,24 @@ impl Bitmap {
 trait Occupancy {
     fn next_free(&self, from: usize, end: usize) -> Option<usize>;
     fn last_used(&self, from: usize, end: usize) -> Option<usize>;
+    fn prev_free(&self, before: usize) -> Option<usize>;
+    fn first_used(&self, from: usize, end: usize) -> Option<usize>;
 }
 
 impl Occupancy for Bitmap {
+    #[inline(always)]
     fn next_free(&self, from: usize, end: usize) -> Option<usize> {
         Bitmap::next_free(self, from, end)
     }
+    #[inline(always)]
     fn last_used(&self, from: usize, end: usize) -> Option<usize> {
         Bitmap::last_used(self, from, end)
+    }
+    fn prev_free(&self, before: usize) -> Option<usize> {
+        Bitmap::prev_free(self, before)
+    }
+    fn first_used(&self, from: usize, end: usize) -> Option<usize> {
+        Bitmap::first_used(self, from, end)
     }
 }
 
@@ -191,6 +252,12 @@ impl Occupancy for Empty {
         (from < end).then_some(from)
     }
     fn last_used(&self, _: usize, _: usize) -> Option<usize> {
+        None
+    }
+    fn prev_free(&self, before: usize) -> Option<usize> {
+        before.checked_sub(1)
+    }
+    fn first_used(&self, _: usize, _: usize) -> Option<usize> {
         None
     }
 }
@@ -222,6 +289,39 @@ fn search(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) -> Opti
         match bits.last_used(at, at + p.slots) {
             None => return Some(at),
             Some(used) => at = used + 1,
+        }
+    }
+}
+
+/// Last fit: the highest placement for `p` among `len` slots whose first has device slot
+/// number `origin`. The mirror of [`search`]: every step moves the end of the candidate run
+/// down, so it too ends in one pass.
+fn search_down(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) -> Option<usize> {
+    debug_assert!(p.stride.is_power_of_two() && p.window.is_power_of_two());
+    // The run must end at or before `end`.
+    let mut end = len;
+    loop {
+        let top = bits.prev_free(end)? + 1;
+        let mut at = top.checked_sub(p.slots)?;
+        // The first slot's device slot number must be below the limit.
+        let highest = p.limit.checked_sub(origin + 1)?;
+        if at as u64 > highest {
+            at = highest as usize;
+        }
+        let dev = origin + at as u64;
+        let down = dev.wrapping_sub(p.phase) & (p.stride - 1);
+        at = at.checked_sub(down as usize)?;
+        let dev = dev - down;
+        let last = dev + p.slots as u64 - 1;
+        if (dev ^ last) & !(p.window - 1) != 0 {
+            // Crosses a window: the run must end where the window holding its last slot
+            // begins.
+            end = ((last & !(p.window - 1)) - origin) as usize;
+            continue;
+        }
+        match bits.first_used(at, at + p.slots) {
+            None => return Some(at),
+            Some(used) => end = used,
         }
     }
 }
@@ -332,10 +432,12 @@ impl AreaGuard<'_> {
     pub(crate) fn take(&mut self, p: &Placement) -> Option<TakeResult> {
         let area = self.area;
         let used = area.used.load(Ordering::Relaxed);
-        let found = if p.slots <= area.len - used {
-            search(&*self.bitmap, area.len, area.origin, p)
-        } else {
+        let found = if p.slots > area.len - used {
             None
+        } else if p.from_top {
+            search_down(&*self.bitmap, area.len, area.origin, p)
+        } else {
+            search(&*self.bitmap, area.len, area.origin, p)
         };
         let at = found?;
         self.bitmap.fill(at, p.slots, true);
@@ -383,6 +485,7 @@ mod tests {
             phase: 0,
             window: 128,
             limit: u64::MAX,
+            from_top: false,
         }
     }
 
@@ -453,5 +556,60 @@ mod tests {
         let q = Placement { stride: 2, ..p(2) };
         assert_eq!(search(&b, 256, 0, &q), None);
         assert_eq!(search(&b, 256, 0, &p(1)), Some(1));
+    }
+
+    #[test]
+    fn prev_free_and_first_used_look_at_exactly_the_range() {
+        let mut b = Bitmap::new(6400);
+        assert_eq!(b.prev_free(6400), Some(6399));
+        assert_eq!(b.prev_free(0), None);
+        b.fill(128, 6400 - 128, true);
+        assert_eq!(b.prev_free(6400), Some(127));
+        b.fill(4872, 1, false);
+        assert_eq!(b.prev_free(6400), Some(4872));
+        assert_eq!(b.prev_free(4872), Some(127));
+        assert_eq!(b.first_used(0, 6400), Some(128));
+        assert_eq!(b.first_used(0, 128), None);
+        assert_eq!(b.first_used(4872, 4873), None);
+        assert_eq!(b.first_used(4872, 4874), Some(4873));
+    }
+
+    #[test]
+    fn search_down_finds_the_highest_placement() {
+        let down = |q: Placement| Placement {
+            from_top: true,
+            ..q
+        };
+        let mut b = Bitmap::new(512);
+        assert_eq!(search_down(&b, 512, 0, &down(p(1))), Some(511));
+        // Aligned to 4 from an origin of 2: the highest start is device slot 512, index 510.
+        let aligned = down(Placement { stride: 4, ..p(2) });
+        assert_eq!(search_down(&b, 512, 2, &aligned), Some(510));
+        // 100 slots may not cross a 128 window: the highest run ends at 512.
+        assert_eq!(search_down(&b, 512, 0, &down(p(100))), Some(412));
+        b.fill(450, 1, true);
+        // The top window [384, 512) holds no free run of 100 any more.
+        assert_eq!(search_down(&b, 512, 0, &down(p(100))), Some(284));
+        let limited = down(Placement {
+            limit: 200,
+            ..p(100)
+        });
+        assert_eq!(search_down(&b, 512, 0, &limited), Some(156));
+        assert_eq!(search_down(&b, 512, 300, &limited), None);
+        // Same answers as the forward search on whether a placement exists at all.
+        for slots in [1, 2, 3, 64, 100, 128] {
+            for stride in [1, 2, 8, 64] {
+                let q = Placement {
+                    stride,
+                    phase: 1 % stride,
+                    ..p(slots)
+                };
+                assert_eq!(
+                    search(&b, 512, 0, &q).is_some(),
+                    search_down(&b, 512, 0, &down(q)).is_some(),
+                    "{slots} slots, stride {stride}"
+                );
+            }
+        }
     }
 }

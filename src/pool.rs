@@ -506,6 +506,7 @@ impl Pool {
                 phase: (orig & match_mask) >> shift,
                 window,
                 limit,
+                from_top: false,
             },
             pad,
             offset,
@@ -591,7 +592,9 @@ impl Pool {
         let order_bytes =
             (size.div_ceil(self.page_size).next_power_of_two() * self.page_size) as u64;
         let align_mask = (order_bytes - 1) | c.alloc_align_mask | ((1 << self.slot_shift) - 1);
-        self.request(c, size, slots, 0, 0, align_mask, 0, 0, size)
+        let mut req = self.request(c, size, slots, 0, 0, align_mask, 0, 0, size)?;
+        req.placement.from_top = true;
+        Ok(req)
     }
 
     // --- reservation --------------------------------------------------------------------
@@ -984,7 +987,8 @@ impl Pool {
     /// share (rings, descriptor tables). Aligned in device space to its size's power-of-two
     /// page order, never sharing a slot with another allocation; obeys `constraints`'
     /// `alloc_align_mask` (when larger), `seg_boundary_mask` and `dma_limit`, and ignores
-    /// `min_align_mask`.
+    /// `min_align_mask`. Placed from the top of the area down, away from streaming
+    /// mappings, so that long-lived allocations do not split the free space.
     ///
     /// # Errors
     ///
