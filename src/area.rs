@@ -18,9 +18,9 @@
 //! low slots, which are warm in the cache when the copy runs, and keeps fragmentation low
 //! (address-ordered first fit is among the least fragmenting policies known).
 
+use crate::padded::Padded;
+use crate::slot::Slots;
 use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
-use alloc::boxed::Box;
-use alloc::vec;
 
 const WORD: usize = u64::BITS as usize;
 
@@ -48,29 +48,30 @@ pub(crate) struct Placement {
 /// the word has a free slot. Bits past the end of the area are set, so they are never free.
 #[derive(Debug)]
 pub(crate) struct Bitmap {
-    words: Box<[u64]>,
-    summary: Box<[u64]>,
+    words: Padded<u64>,
+    summary: Padded<u64>,
     len: usize,
 }
 
 impl Bitmap {
-    pub(crate) fn new(len: usize) -> Self {
+    /// A bitmap of `len` free slots, or `None` if the memory cannot be had.
+    pub(crate) fn new(len: usize) -> Option<Self> {
         let nwords = len.div_ceil(WORD);
-        let mut words = vec![0u64; nwords].into_boxed_slice();
+        let mut words = Padded::new(nwords, || 0u64)?;
         if len % WORD != 0 {
-            words[nwords - 1] = !0 << (len % WORD);
+            words.as_mut_slice()[nwords - 1] = !0 << (len % WORD);
         }
-        let mut summary = vec![0u64; nwords.div_ceil(WORD)].into_boxed_slice();
+        let mut summary = Padded::new(nwords.div_ceil(WORD), || 0u64)?;
         for (w, word) in words.iter().enumerate() {
             if *word != !0 {
-                summary[w / WORD] |= 1 << (w % WORD);
+                summary.as_mut_slice()[w / WORD] |= 1 << (w % WORD);
             }
         }
-        Self {
+        Some(Self {
             words,
             summary,
             len,
-        }
+        })
     }
 
     /// The first free slot in `from..end`.
@@ -203,18 +204,22 @@ impl Bitmap {
     /// Sets or clears the bits of `mask` in word `w`, keeping the summary current.
     #[inline(always)]
     fn set_word(&mut self, w: usize, mask: u64, used: bool) {
-        if used {
-            debug_assert_eq!(self.words[w] & mask, 0, "slots already in use");
-            self.words[w] |= mask;
+        let words = self.words.as_mut_slice();
+        let word = if used {
+            debug_assert_eq!(words[w] & mask, 0, "slots already in use");
+            words[w] | mask
         } else {
-            debug_assert_eq!(self.words[w] & mask, mask, "slots already free");
-            self.words[w] &= !mask;
-        }
+            debug_assert_eq!(words[w] & mask, mask, "slots already free");
+            words[w] & !mask
+        };
+        words[w] = word;
+        // The summary bit changes only when the word becomes full or stops being full:
+        // write it only then, to leave its line clean.
         let bit = 1u64 << (w % WORD);
-        if self.words[w] == !0 {
-            self.summary[w / WORD] &= !bit;
-        } else {
-            self.summary[w / WORD] |= bit;
+        let summary = &mut self.summary.as_mut_slice()[w / WORD];
+        let has_free = if word == !0 { 0 } else { bit };
+        if *summary & bit != has_free {
+            *summary ^= bit;
         }
     }
 }
@@ -337,6 +342,8 @@ pub(crate) struct Area {
     pub(crate) len: usize,
     /// Device slot number of the area's first slot.
     pub(crate) origin: u64,
+    /// What each of the area's slots holds. Written under the lock, read anywhere.
+    pub(crate) slots: Slots,
     bitmap: Mutex<Bitmap>,
     /// Slots in use. Written only under the lock, read anywhere.
     used: AtomicUsize,
@@ -368,16 +375,19 @@ pub(crate) struct AreaGuard<'a> {
 }
 
 impl Area {
-    pub(crate) fn new(first: usize, len: usize, origin: u64) -> Self {
-        Self {
+    /// An area of `len` free slots from pool slot `first` (device slot number `origin`),
+    /// or `None` if its metadata cannot be allocated.
+    pub(crate) fn new(first: usize, len: usize, origin: u64) -> Option<Self> {
+        Some(Self {
             first,
             len,
             origin,
-            bitmap: Mutex::new(Bitmap::new(len)),
+            slots: Slots::new(first, len)?,
+            bitmap: Mutex::new(Bitmap::new(len)?),
             used: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
-        }
+        })
     }
 
     #[inline]
@@ -453,6 +463,12 @@ impl AreaGuard<'_> {
         })
     }
 
+    /// The area whose lock this is.
+    #[inline(always)]
+    pub(crate) fn area(&self) -> &Area {
+        self.area
+    }
+
     /// Gives back `count` slots from pool slot `start`, which `take` handed out.
     #[inline(always)]
     pub(crate) fn give(&mut self, start: usize, count: usize) {
@@ -491,7 +507,7 @@ mod tests {
 
     #[test]
     fn bitmap_tail_is_never_free() {
-        let b = Bitmap::new(70);
+        let b = Bitmap::new(70).unwrap();
         assert_eq!(b.next_free(69, 70), Some(69));
         assert_eq!(b.next_free(70, 128), None);
         assert_eq!(b.last_used(64, 70), None);
@@ -499,7 +515,7 @@ mod tests {
 
     #[test]
     fn next_free_skips_full_words_through_the_summary() {
-        let mut b = Bitmap::new(64 * 70);
+        let mut b = Bitmap::new(64 * 70).unwrap();
         b.fill(0, 64 * 67 + 5, true);
         assert_eq!(b.next_free(0, 64 * 70), Some(64 * 67 + 5));
         assert_eq!(b.next_free(0, 64 * 67 + 5), None);
@@ -512,7 +528,7 @@ mod tests {
 
     #[test]
     fn last_used_looks_at_exactly_the_range() {
-        let mut b = Bitmap::new(256);
+        let mut b = Bitmap::new(256).unwrap();
         b.fill(63, 1, true);
         b.fill(130, 2, true);
         assert_eq!(b.last_used(0, 63), None);
@@ -525,7 +541,7 @@ mod tests {
 
     #[test]
     fn search_respects_phase_window_and_limit() {
-        let mut b = Bitmap::new(512);
+        let mut b = Bitmap::new(512).unwrap();
         assert_eq!(search(&b, 512, 0, &p(1)), Some(0));
         b.fill(0, 1, true);
         // Phase 0 modulo 4, from an origin of 2: index 2 is device slot 4.
@@ -549,7 +565,7 @@ mod tests {
     fn search_of_a_nearly_full_area_with_an_unmeetable_alignment_ends() {
         // Linux 2022 "fix the deadlock in find_slots": every other slot used, and a
         // 2-slot request with stride 2 can never fit.
-        let mut b = Bitmap::new(256);
+        let mut b = Bitmap::new(256).unwrap();
         for i in (0..256).step_by(2) {
             b.fill(i, 1, true);
         }
@@ -560,7 +576,7 @@ mod tests {
 
     #[test]
     fn prev_free_and_first_used_look_at_exactly_the_range() {
-        let mut b = Bitmap::new(6400);
+        let mut b = Bitmap::new(6400).unwrap();
         assert_eq!(b.prev_free(6400), Some(6399));
         assert_eq!(b.prev_free(0), None);
         b.fill(128, 6400 - 128, true);
@@ -580,7 +596,7 @@ mod tests {
             from_top: true,
             ..q
         };
-        let mut b = Bitmap::new(512);
+        let mut b = Bitmap::new(512).unwrap();
         assert_eq!(search_down(&b, 512, 0, &down(p(1))), Some(511));
         // Aligned to 4 from an origin of 2: the highest start is device slot 512, index 510.
         let aligned = down(Placement { stride: 4, ..p(2) });

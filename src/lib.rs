@@ -65,6 +65,7 @@ mod area;
 mod config;
 mod error;
 pub mod implementation;
+mod padded;
 mod pool;
 mod slot;
 mod sync;

@@ -4,6 +4,7 @@ use crate::area::{Area, AreaGuard, AreaStats, Placement};
 use crate::config::Config;
 use crate::error::{ConfigError, LookupError, MapError};
 use crate::slot::{Head, Slots, Use};
+
 use crate::sync::{AtomicUsize, Ordering};
 use crate::{Attrs, Constraints, Direction, DmaAddr};
 use alloc::boxed::Box;
@@ -40,7 +41,6 @@ pub struct Pool {
     /// Area of each segment, by device segment number minus the first one's.
     segment_area: Box<[u8]>,
     first_segment: u64,
-    slots: Slots,
     high_water: CachePadded<AtomicUsize>,
     failed_maps: AtomicUsize,
     #[cfg(feature = "std")]
@@ -219,16 +219,12 @@ impl Pool {
                 (dev.saturating_sub(origin) as usize).min(slots_total)
             };
             let (first, last) = (slot_at(lo), slot_at(hi));
-            areas.push(CachePadded::new(Area::new(
-                first,
-                last - first,
-                origin + first as u64,
-            )));
+            let area = Area::new(first, last - first, origin + first as u64).ok_or(
+                ConfigError::OutOfMemory((last - first) * Slots::BYTES_PER_SLOT),
+            )?;
+            areas.push(CachePadded::new(area));
             segment_area.resize(hi, k as u8);
         }
-        let slots = Slots::new(slots_total).ok_or(ConfigError::OutOfMemory(
-            slots_total * Slots::BYTES_PER_SLOT,
-        ))?;
 
         Ok(Self {
             cpu,
@@ -243,7 +239,6 @@ impl Pool {
             areas: areas.into_boxed_slice(),
             segment_area: segment_area.into_boxed_slice(),
             first_segment,
-            slots,
             high_water: CachePadded::new(AtomicUsize::new(0)),
             failed_maps: AtomicUsize::new(0),
             #[cfg(feature = "std")]
@@ -430,7 +425,8 @@ impl Pool {
         if slot >= self.slots_total as u64 {
             return Err(not_mapped);
         }
-        let head = self.slots.head_of(slot as usize).ok_or(not_mapped)?;
+        let slot = slot as usize;
+        let head = self.area_of(slot).slots.head_of(slot).ok_or(not_mapped)?;
         let start = self.slot_dma(head.slot) + head.offset as u64;
         if dma < start || dma - start >= head.len as u64 {
             return Err(not_mapped);
@@ -649,7 +645,7 @@ impl Pool {
         head_at: &impl Fn(usize) -> Head,
     ) -> Option<usize> {
         let taken = guard.take(&req.placement)?;
-        self.slots.write_run(
+        guard.area().slots.write_run(
             taken.start,
             req.placement.slots,
             req.pad,
@@ -718,7 +714,7 @@ impl Pool {
         let area = self.area_of(head.slot);
         let data_slots = self.slots_for(head.offset + head.len);
         if self.scrub {
-            let pad = self.slots.pad_before(head.slot, area.first);
+            let pad = area.slots.pad_before(head.slot, area.first);
             let start = head.slot - pad;
             // SAFETY: the run is the caller's until `give` below (the head was found live
             // and the caller promised no one else releases it), and it lies in the pool.
@@ -732,12 +728,12 @@ impl Pool {
         }
         let mut guard = area.lock();
         // Someone else released it meanwhile (a racing double unmap): refuse, change nothing.
-        if self.slots.head_of(head.slot).as_ref() != Some(head) {
+        if area.slots.head_of(head.slot).as_ref() != Some(head) {
             return Err(LookupError::NotMapped { dma });
         }
-        let pad = self.slots.pad_before(head.slot, area.first);
+        let pad = area.slots.pad_before(head.slot, area.first);
         let start = head.slot - pad;
-        self.slots.clear_run(start, pad + data_slots);
+        area.slots.clear_run(start, pad + data_slots);
         guard.give(start, pad + data_slots);
         Ok(())
     }
