@@ -444,6 +444,11 @@ impl AreaGuard<'_> {
         let used = area.used.load(Ordering::Relaxed);
         let found = if p.slots > area.len - used {
             None
+        } else if p.slots == 1 && p.stride == 1 && !p.from_top {
+            // The most common request: any free slot below the limit will do.
+            self.bitmap
+                .next_free(0, area.len)
+                .filter(|at| area.origin + (*at as u64) < p.limit)
         } else if p.from_top {
             search_down(&*self.bitmap, area.len, area.origin, p)
         } else {

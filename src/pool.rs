@@ -115,6 +115,15 @@ pub struct Stats {
     pub areas: usize,
 }
 
+/// A live run found from a device address.
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    area: &'a Area,
+    head: Head,
+    /// Device address of its data.
+    start: DmaAddr,
+}
+
 /// A mapping request turned into slot terms.
 #[derive(Clone, Copy, Debug)]
 struct Request {
@@ -416,9 +425,9 @@ impl Pool {
         area
     }
 
-    /// The live mapping holding `dma`'s slot, and the device address of its data.
+    /// The live mapping holding `dma`'s slot, its area, and the device address of its data.
     #[inline(always)]
-    fn find(&self, dma: DmaAddr) -> Result<(Head, DmaAddr), LookupError> {
+    fn find(&self, dma: DmaAddr) -> Result<Found<'_>, LookupError> {
         let not_mapped = LookupError::NotMapped { dma };
         let off = dma.checked_sub(self.dma).ok_or(not_mapped)?;
         let slot = off >> self.slot_shift;
@@ -426,19 +435,20 @@ impl Pool {
             return Err(not_mapped);
         }
         let slot = slot as usize;
-        let head = self.area_of(slot).slots.head_of(slot).ok_or(not_mapped)?;
+        let area = self.area_of(slot);
+        let head = area.slots.head_of(slot).ok_or(not_mapped)?;
         let start = self.slot_dma(head.slot) + head.offset as u64;
         if dma < start || dma - start >= head.len as u64 {
             return Err(not_mapped);
         }
-        Ok((head, start))
+        Ok(Found { area, head, start })
     }
 
     /// The live mapping or coherent allocation whose data holds `dma`, if any. Changes
     /// nothing. A mapping being unmapped by another thread at the same time may or may not
     /// be seen.
     pub fn lookup(&self, dma: DmaAddr) -> Option<Mapping> {
-        let (head, start) = self.find(dma).ok()?;
+        let Found { head, start, .. } = self.find(dma).ok()?;
         Some(Mapping {
             dma: start,
             len: head.len,
@@ -710,8 +720,8 @@ impl Pool {
 
     /// Gives back the run of the live mapping `head`, if it is still the one recorded.
     #[inline(always)]
-    fn release(&self, head: &Head, dma: DmaAddr) -> Result<(), LookupError> {
-        let area = self.area_of(head.slot);
+    fn release(&self, found: &Found<'_>, dma: DmaAddr) -> Result<(), LookupError> {
+        let Found { area, head, .. } = found;
         let data_slots = self.slots_for(head.offset + head.len);
         if self.scrub {
             let pad = area.slots.pad_before(head.slot, area.first);
@@ -796,8 +806,14 @@ impl Pool {
     }
 
     /// The live streaming mapping that starts at `dma`, checked against `len` and `dir`.
-    fn find_start(&self, dma: DmaAddr, len: usize, dir: Direction) -> Result<Head, LookupError> {
-        let (head, start) = self.find(dma)?;
+    fn find_start(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        dir: Direction,
+    ) -> Result<Found<'_>, LookupError> {
+        let found = self.find(dma)?;
+        let Found { head, start, .. } = found;
         let Use::Stream(mapped) = head.use_ else {
             return Err(LookupError::WrongKind {
                 dma,
@@ -822,7 +838,7 @@ impl Pool {
                 given: dir,
             });
         }
-        Ok(head)
+        Ok(found)
     }
 
     /// Unmaps the mapping at `dma`: copies the bounce buffer back to the original for
@@ -846,13 +862,14 @@ impl Pool {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
-        let head = self.find_start(dma, len, dir)?;
+        let found = self.find_start(dma, len, dir)?;
+        let head = &found.head;
         if dir.from_device() && !attrs.skip_cpu_sync {
             // SAFETY: the mapping is live and ours: its original is writable for `len`
             // bytes (caller's promise, made at map), and its data lies in the pool.
-            unsafe { self.copy_out(&head, 0, len) };
+            unsafe { self.copy_out(head, 0, len) };
         }
-        self.release(&head, dma)
+        self.release(&found, dma)
     }
 
     /// The live streaming mapping holding `dma..dma + len`, checked against `dir`, and the
@@ -866,7 +883,7 @@ impl Pool {
         if len == 0 {
             return Err(LookupError::ZeroLength { dma });
         }
-        let (head, start) = self.find(dma)?;
+        let Found { head, start, .. } = self.find(dma)?;
         let Use::Stream(mapped) = head.use_ else {
             return Err(LookupError::WrongKind {
                 dma,
@@ -1018,7 +1035,8 @@ impl Pool {
     /// [`LookupError`] if `dma` is not the start of a live coherent allocation of `size`
     /// bytes. Nothing changes on error.
     pub fn free(&self, dma: DmaAddr, size: usize) -> Result<(), LookupError> {
-        let (head, start) = self.find(dma)?;
+        let found = self.find(dma)?;
+        let Found { head, start, .. } = found;
         if head.use_ != Use::Coherent {
             return Err(LookupError::WrongKind {
                 dma,
@@ -1036,7 +1054,7 @@ impl Pool {
                 given: size,
             });
         }
-        self.release(&head, dma)
+        self.release(&found, dma)
     }
 }
 

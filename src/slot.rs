@@ -185,8 +185,10 @@ impl Slots {
         debug_assert!(pad < count && start >= self.first);
         debug_assert!(start + count <= self.first + self.tag.len());
         debug_assert_eq!(head.slot, start + pad);
-        for slot in start..start + pad {
-            self.set_tag(slot, Tag::Pad);
+        if pad != 0 {
+            for slot in start..start + pad {
+                self.set_tag(slot, Tag::Pad);
+            }
         }
         self.orig[head.slot - self.first].store(head.orig, Ordering::Relaxed);
         self.len[head.slot - self.first].store(head.len as u32, Ordering::Relaxed);
@@ -197,8 +199,10 @@ impl Slots {
                 offset: head.offset,
             },
         );
-        for (back, slot) in (head.slot + 1..start + count).enumerate() {
-            self.set_tag(slot, Tag::Body { back: back + 1 });
+        if count > pad + 1 {
+            for (back, slot) in (head.slot + 1..start + count).enumerate() {
+                self.set_tag(slot, Tag::Body { back: back + 1 });
+            }
         }
     }
 
