@@ -4,6 +4,7 @@ use crate::area::{Area, AreaGuard, AreaStats, Placement};
 use crate::config::Config;
 use crate::error::{ConfigError, LookupError, MapError};
 use crate::slot::{Head, Slots, Use};
+
 use crate::sync::{AtomicUsize, Ordering};
 use crate::{Attrs, Constraints, Direction, DmaAddr};
 use alloc::boxed::Box;
@@ -40,7 +41,6 @@ pub struct Pool {
     /// Area of each segment, by device segment number minus the first one's.
     segment_area: Box<[u8]>,
     first_segment: u64,
-    slots: Slots,
     high_water: CachePadded<AtomicUsize>,
     failed_maps: AtomicUsize,
     #[cfg(feature = "std")]
@@ -69,6 +69,31 @@ pub struct Coherent {
     pub size: usize,
 }
 
+/// What [`Pool::lookup`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Device address of the first byte of data.
+    pub dma: DmaAddr,
+    /// Length in bytes.
+    pub len: usize,
+    /// Streaming mapping or coherent allocation.
+    pub kind: MappingKind,
+}
+
+/// The kind of a [`Mapping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingKind {
+    /// Made by [`Pool::map`].
+    Streaming {
+        /// Its direction.
+        dir: Direction,
+        /// CPU address of the original buffer.
+        orig: usize,
+    },
+    /// Made by [`Pool::alloc`].
+    Coherent,
+}
+
 /// Figures of a whole pool. Taken without stopping other threads, so under load the fields
 /// are each exact but not from one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,6 +113,15 @@ pub struct Stats {
     pub failed_maps: usize,
     /// Number of areas.
     pub areas: usize,
+}
+
+/// A live run found from a device address.
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    area: &'a Area,
+    head: Head,
+    /// Device address of its data.
+    start: DmaAddr,
 }
 
 /// A mapping request turned into slot terms.
@@ -194,16 +228,12 @@ impl Pool {
                 (dev.saturating_sub(origin) as usize).min(slots_total)
             };
             let (first, last) = (slot_at(lo), slot_at(hi));
-            areas.push(CachePadded::new(Area::new(
-                first,
-                last - first,
-                origin + first as u64,
-            )));
+            let area = Area::new(first, last - first, origin + first as u64).ok_or(
+                ConfigError::OutOfMemory((last - first) * Slots::BYTES_PER_SLOT),
+            )?;
+            areas.push(CachePadded::new(area));
             segment_area.resize(hi, k as u8);
         }
-        let slots = Slots::new(slots_total).ok_or(ConfigError::OutOfMemory(
-            slots_total * Slots::BYTES_PER_SLOT,
-        ))?;
 
         Ok(Self {
             cpu,
@@ -218,7 +248,6 @@ impl Pool {
             areas: areas.into_boxed_slice(),
             segment_area: segment_area.into_boxed_slice(),
             first_segment,
-            slots,
             high_water: CachePadded::new(AtomicUsize::new(0)),
             failed_maps: AtomicUsize::new(0),
             #[cfg(feature = "std")]
@@ -281,6 +310,12 @@ impl Pool {
     /// Slots in a segment.
     pub fn segment_slots(&self) -> usize {
         self.segment_slots
+    }
+
+    /// Page size: mappings of a page or more are page-aligned when no mask says otherwise,
+    /// and coherent allocations are aligned to at least a page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
     }
 
     /// Number of areas.
@@ -390,21 +425,41 @@ impl Pool {
         area
     }
 
-    /// The live mapping holding `dma`'s slot, and the device address of its data.
+    /// The live mapping holding `dma`'s slot, its area, and the device address of its data.
     #[inline(always)]
-    fn find(&self, dma: DmaAddr) -> Result<(Head, DmaAddr), LookupError> {
+    fn find(&self, dma: DmaAddr) -> Result<Found<'_>, LookupError> {
         let not_mapped = LookupError::NotMapped { dma };
         let off = dma.checked_sub(self.dma).ok_or(not_mapped)?;
         let slot = off >> self.slot_shift;
         if slot >= self.slots_total as u64 {
             return Err(not_mapped);
         }
-        let head = self.slots.head_of(slot as usize).ok_or(not_mapped)?;
+        let slot = slot as usize;
+        let area = self.area_of(slot);
+        let head = area.slots.head_of(slot).ok_or(not_mapped)?;
         let start = self.slot_dma(head.slot) + head.offset as u64;
         if dma < start || dma - start >= head.len as u64 {
             return Err(not_mapped);
         }
-        Ok((head, start))
+        Ok(Found { area, head, start })
+    }
+
+    /// The live mapping or coherent allocation whose data holds `dma`, if any. Changes
+    /// nothing. A mapping being unmapped by another thread at the same time may or may not
+    /// be seen.
+    pub fn lookup(&self, dma: DmaAddr) -> Option<Mapping> {
+        let Found { head, start, .. } = self.find(dma).ok()?;
+        Some(Mapping {
+            dma: start,
+            len: head.len,
+            kind: match head.use_ {
+                Use::Stream(dir) => MappingKind::Streaming {
+                    dir,
+                    orig: head.orig,
+                },
+                Use::Coherent => MappingKind::Coherent,
+            },
+        })
     }
 
     // --- placement ----------------------------------------------------------------------
@@ -457,6 +512,7 @@ impl Pool {
                 phase: (orig & match_mask) >> shift,
                 window,
                 limit,
+                from_top: false,
             },
             pad,
             offset,
@@ -542,7 +598,9 @@ impl Pool {
         let order_bytes =
             (size.div_ceil(self.page_size).next_power_of_two() * self.page_size) as u64;
         let align_mask = (order_bytes - 1) | c.alloc_align_mask | ((1 << self.slot_shift) - 1);
-        self.request(c, size, slots, 0, 0, align_mask, 0, 0, size)
+        let mut req = self.request(c, size, slots, 0, 0, align_mask, 0, 0, size)?;
+        req.placement.from_top = true;
+        Ok(req)
     }
 
     // --- reservation --------------------------------------------------------------------
@@ -597,7 +655,7 @@ impl Pool {
         head_at: &impl Fn(usize) -> Head,
     ) -> Option<usize> {
         let taken = guard.take(&req.placement)?;
-        self.slots.write_run(
+        guard.area().slots.write_run(
             taken.start,
             req.placement.slots,
             req.pad,
@@ -662,11 +720,11 @@ impl Pool {
 
     /// Gives back the run of the live mapping `head`, if it is still the one recorded.
     #[inline(always)]
-    fn release(&self, head: &Head, dma: DmaAddr) -> Result<(), LookupError> {
-        let area = self.area_of(head.slot);
+    fn release(&self, found: &Found<'_>, dma: DmaAddr) -> Result<(), LookupError> {
+        let Found { area, head, .. } = found;
         let data_slots = self.slots_for(head.offset + head.len);
         if self.scrub {
-            let pad = self.slots.pad_before(head.slot, area.first);
+            let pad = area.slots.pad_before(head.slot, area.first);
             let start = head.slot - pad;
             // SAFETY: the run is the caller's until `give` below (the head was found live
             // and the caller promised no one else releases it), and it lies in the pool.
@@ -680,12 +738,12 @@ impl Pool {
         }
         let mut guard = area.lock();
         // Someone else released it meanwhile (a racing double unmap): refuse, change nothing.
-        if self.slots.head_of(head.slot).as_ref() != Some(head) {
+        if area.slots.head_of(head.slot).as_ref() != Some(head) {
             return Err(LookupError::NotMapped { dma });
         }
-        let pad = self.slots.pad_before(head.slot, area.first);
+        let pad = area.slots.pad_before(head.slot, area.first);
         let start = head.slot - pad;
-        self.slots.clear_run(start, pad + data_slots);
+        area.slots.clear_run(start, pad + data_slots);
         guard.give(start, pad + data_slots);
         Ok(())
     }
@@ -748,8 +806,14 @@ impl Pool {
     }
 
     /// The live streaming mapping that starts at `dma`, checked against `len` and `dir`.
-    fn find_start(&self, dma: DmaAddr, len: usize, dir: Direction) -> Result<Head, LookupError> {
-        let (head, start) = self.find(dma)?;
+    fn find_start(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        dir: Direction,
+    ) -> Result<Found<'_>, LookupError> {
+        let found = self.find(dma)?;
+        let Found { head, start, .. } = found;
         let Use::Stream(mapped) = head.use_ else {
             return Err(LookupError::WrongKind {
                 dma,
@@ -774,7 +838,7 @@ impl Pool {
                 given: dir,
             });
         }
-        Ok(head)
+        Ok(found)
     }
 
     /// Unmaps the mapping at `dma`: copies the bounce buffer back to the original for
@@ -798,13 +862,14 @@ impl Pool {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
-        let head = self.find_start(dma, len, dir)?;
+        let found = self.find_start(dma, len, dir)?;
+        let head = &found.head;
         if dir.from_device() && !attrs.skip_cpu_sync {
             // SAFETY: the mapping is live and ours: its original is writable for `len`
             // bytes (caller's promise, made at map), and its data lies in the pool.
-            unsafe { self.copy_out(&head, 0, len) };
+            unsafe { self.copy_out(head, 0, len) };
         }
-        self.release(&head, dma)
+        self.release(&found, dma)
     }
 
     /// The live streaming mapping holding `dma..dma + len`, checked against `dir`, and the
@@ -818,7 +883,7 @@ impl Pool {
         if len == 0 {
             return Err(LookupError::ZeroLength { dma });
         }
-        let (head, start) = self.find(dma)?;
+        let Found { head, start, .. } = self.find(dma)?;
         let Use::Stream(mapped) = head.use_ else {
             return Err(LookupError::WrongKind {
                 dma,
@@ -935,7 +1000,8 @@ impl Pool {
     /// share (rings, descriptor tables). Aligned in device space to its size's power-of-two
     /// page order, never sharing a slot with another allocation; obeys `constraints`'
     /// `alloc_align_mask` (when larger), `seg_boundary_mask` and `dma_limit`, and ignores
-    /// `min_align_mask`.
+    /// `min_align_mask`. Placed from the top of the area down, away from streaming
+    /// mappings, so that long-lived allocations do not split the free space.
     ///
     /// # Errors
     ///
@@ -969,7 +1035,8 @@ impl Pool {
     /// [`LookupError`] if `dma` is not the start of a live coherent allocation of `size`
     /// bytes. Nothing changes on error.
     pub fn free(&self, dma: DmaAddr, size: usize) -> Result<(), LookupError> {
-        let (head, start) = self.find(dma)?;
+        let found = self.find(dma)?;
+        let Found { head, start, .. } = found;
         if head.use_ != Use::Coherent {
             return Err(LookupError::WrongKind {
                 dma,
@@ -987,7 +1054,7 @@ impl Pool {
                 given: size,
             });
         }
-        self.release(&head, dma)
+        self.release(&found, dma)
     }
 }
 

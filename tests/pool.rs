@@ -4,7 +4,7 @@ mod common;
 
 use common::{device_read, device_write, pool, with_fillers, Orig};
 use std::sync::{Arc, Barrier};
-use swiotlb::{Config, Constraints, Direction, MapError, Pool};
+use swiotlb::{Config, Constraints, Direction, MapError, Mapping, MappingKind, Pool};
 
 #[test]
 fn coherent_memory_is_zeroed_even_over_an_earlier_users_bytes() {
@@ -253,4 +253,39 @@ fn scrub_on_release_zeroes_freed_slots() {
         .filter(|b| **b != 0)
         .count();
     assert_eq!(left, 0, "bytes not scrubbed");
+}
+
+#[test]
+fn lookup_finds_live_mappings_and_changes_nothing() {
+    let pool = pool(16);
+    assert_eq!(pool.page_size(), 4096);
+    let mut o = Orig::new(3000, 0x10, 1);
+    let dma = o.map(&pool, Direction::FromDevice, &Constraints::NONE);
+    let expected = Some(Mapping {
+        dma,
+        len: 3000,
+        kind: MappingKind::Streaming {
+            dir: Direction::FromDevice,
+            orig: o.addr() as usize,
+        },
+    });
+    for at in [dma, dma + 1, dma + 2999] {
+        assert_eq!(pool.lookup(at), expected);
+    }
+    assert_eq!(pool.lookup(dma + 3000), None);
+    assert_eq!(pool.lookup(dma - 1), None);
+    let c = pool.alloc(100, &Constraints::NONE).unwrap();
+    assert_eq!(
+        pool.lookup(c.dma + 99),
+        Some(Mapping {
+            dma: c.dma,
+            len: 100,
+            kind: MappingKind::Coherent
+        })
+    );
+    assert_eq!(pool.stats().used_slots, 3);
+    o.unmap(&pool, dma, Direction::FromDevice);
+    pool.free(c.dma, 100).unwrap();
+    assert_eq!(pool.lookup(dma), None);
+    assert_eq!(pool.lookup(c.dma), None);
 }
