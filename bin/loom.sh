@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs the loom models in src/tests/loom_*.rs: the interleavings of each model's threads that
 # loom's DPOR tells apart, within LOOM_MAX_PREEMPTIONS (default 2), in release mode with
-# debug assertions on, in a
-# target directory of its own so normal builds stay valid.
+# debug assertions on, in a target directory of its own so normal builds stay valid.
 #
 #   bin/loom.sh                    # every model
 #   bin/loom.sh loom_sync          # the models whose path contains a filter
