@@ -52,7 +52,7 @@ struct Cli {
     skip_sync: bool,
 
     /// Bytes of pool memory (suffixes K, M and G allowed).
-    #[arg(short, long, default_value = "64M", value_parser = parse_size)]
+    #[arg(short, long, default_value = "64M", value_parser = parse_size, global = true)]
     pool_size: usize,
 
     /// Implementation: ours (swiotlb), linux_style, linux_areas, buddy or mutex_bitmap.
@@ -68,7 +68,7 @@ struct Cli {
     compare: bool,
 
     /// Print JSON instead of tables.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Reads every `<group>/<function>/<value>/new/{benchmark,estimates}.json` under criterion's
 //! output folder, and prints one table per group: the median time of every implementation
-//! for every parameter, then how many times longer each baseline takes than ours. Then it
-//! checks the performance targets against the figures it found.
+//! for every parameter, then how many times longer each baseline takes than ours (and how
+//! many times longer ours takes than the references: a plain copy, private pools). Then
+//! it checks the performance targets against the figures it found.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -52,10 +53,15 @@ const GROUPS: [(&str, &str); 7] = [
     ),
 ];
 
+/// Reference columns, which ours is divided by rather than the other way round: the
+/// plain copy and the private-pool ceiling.
+const REFERENCES: [&str; 2] = ["memcpy", "private_pools"];
+
 /// Columns in this order; anything else after them.
-const ORDER: [&str; 6] = [
+const ORDER: [&str; 7] = [
     "swiotlb",
     "memcpy",
+    "private_pools",
     "linux_style",
     "linux_areas",
     "buddy",
@@ -202,7 +208,11 @@ fn table(benches: &[Bench]) {
     }
     if has_ours {
         for f in &others {
-            header += &format!(" {f} / swiotlb |");
+            header += &if REFERENCES.contains(f) {
+                format!(" swiotlb / {f} |")
+            } else {
+                format!(" {f} / swiotlb |")
+            };
             rule += "---|";
         }
     }
@@ -225,6 +235,9 @@ fn table(benches: &[Bench]) {
         if has_ours {
             for f in &others {
                 line += &match (get(f, v), get("swiotlb", v)) {
+                    (Some(b), Some(o)) if REFERENCES.contains(f) => {
+                        format!(" {:.2}x |", o.median_ns / b.median_ns)
+                    }
                     (Some(b), Some(o)) => format!(" {:.2}x |", b.median_ns / o.median_ns),
                     _ => " - |".to_string(),
                 };
@@ -285,6 +298,12 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
             one / 1e6,
             verdict(r >= 1.8, format!("{r:.2}x"))
         );
+        if let (Some(p1), Some(p2)) = (per_s("private_pools", "1"), per_s("private_pools", "2")) {
+            println!(
+                "- the machine's ceiling (a private pool per thread, nothing shared): 2 threads = {:.2}x 1 thread",
+                p2 / p1
+            );
+        }
         if let Some(eight) = per_s("swiotlb", "8") {
             let r = eight / two;
             println!(
