@@ -9,6 +9,21 @@
     rust_2018_idioms
 )]
 
+/// `println!` that ends the program quietly when stdout is closed (`| head`), instead of
+/// panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("swiotlb-bench: cannot write the output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -169,7 +184,7 @@ fn bench(cli: &Cli, no_arguments: bool) -> Result<(), String> {
     let runs = threads.len() * kinds.len();
     let bar = progress_bar(runs as u64 * 1000, cli.json);
     if !cli.json {
-        println!(
+        outln!(
             "swiotlb-bench: {} {} mappings{}, {} pool, {} s a run, batches of {}",
             size_text(cli.granule),
             swiotlb_bench::runner::direction_name(cli.dir.into()),
@@ -207,7 +222,7 @@ fn bench(cli: &Cli, no_arguments: bool) -> Result<(), String> {
     bar.finish_and_clear();
     if cli.json {
         let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
-        println!("{text}");
+        outln!("{text}");
     }
     Ok(())
 }
@@ -248,9 +263,9 @@ fn size_text(bytes: usize) -> String {
 }
 
 fn print_table(threads: usize, rows: &[RunResult], compare: bool) {
-    println!();
-    println!("{threads} thread{}:", plural(threads));
-    println!(
+    outln!();
+    outln!("{threads} thread{}:", plural(threads));
+    outln!(
         "  {:<13} {:>16} {:>16} {:>13} {:>11}{}",
         "impl",
         "map ns (sd)",
@@ -270,7 +285,7 @@ fn print_table(threads: usize, rows: &[RunResult], compare: bool) {
             }
             _ => String::new(),
         };
-        println!(
+        outln!(
             "  {:<13} {:>8.1} ({:>5.1}) {:>8.1} ({:>5.1}) {:>11.2} M {:>11}{}",
             r.implementation,
             r.map_ns,
@@ -282,7 +297,7 @@ fn print_table(threads: usize, rows: &[RunResult], compare: bool) {
             ratio
         );
         if r.failed_maps > 0 {
-            println!("  {:<13} ({} maps refused: pool full)", "", r.failed_maps);
+            outln!("  {:<13} ({} maps refused: pool full)", "", r.failed_maps);
         }
     }
 }
@@ -336,19 +351,19 @@ fn fragmentation(cli: &Cli, seeds: u64) -> Result<(), String> {
     bar.finish_and_clear();
     if cli.json {
         let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
-        println!("{text}");
+        outln!("{text}");
         return Ok(());
     }
-    println!(
+    outln!(
         "Occupancy at the first refusal: realistic mix with churn, {} pool, {} seeds",
         size_text(cli.pool_size),
         seeds
     );
-    println!();
-    println!("| impl | live bytes / pool (mean) | min - max | held by allocator / pool | refused request (mean) |");
-    println!("|---|---|---|---|---|");
+    outln!();
+    outln!("| impl | live bytes / pool (mean) | min - max | held by allocator / pool | refused request (mean) |");
+    outln!("|---|---|---|---|---|");
     for r in &rows {
-        println!(
+        outln!(
             "| {} | {:.1}% | {:.1}% - {:.1}% | {:.1}% | {} |",
             r.implementation,
             r.live_fraction_mean * 100.0,
@@ -364,8 +379,8 @@ fn fragmentation(cli: &Cli, seeds: u64) -> Result<(), String> {
             .map(|r| r.live_fraction_mean)
     };
     if let (Some(ours), Some(theirs)) = (get(Kind::Swiotlb), get(Kind::LinuxAreas)) {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "Target (occupancy at least linux_areas'): swiotlb {:.1}% vs linux_areas {:.1}%: {}",
             ours * 100.0,
             theirs * 100.0,

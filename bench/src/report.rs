@@ -85,17 +85,17 @@ pub(crate) fn print(dir: &Path) -> Result<(), String> {
     }
     for (name, title) in GROUPS {
         if let Some(benches) = groups.get(name) {
-            println!("### {title}\n");
-            println!("criterion group `{name}`\n");
+            outln!("### {title}\n");
+            outln!("criterion group `{name}`\n");
             table(benches);
-            println!();
+            outln!();
         }
     }
     for name in groups.keys() {
         if !GROUPS.iter().any(|(g, _)| g == name) {
-            println!("### {name}\n");
+            outln!("### {name}\n");
             table(&groups[name]);
-            println!();
+            outln!();
         }
     }
     targets(&groups);
@@ -216,7 +216,7 @@ fn table(benches: &[Bench]) {
             rule += "---|";
         }
     }
-    println!("{header}\n{rule}");
+    outln!("{header}\n{rule}");
     for v in values {
         let mut line = format!("| {v} |");
         for f in &functions {
@@ -243,7 +243,7 @@ fn table(benches: &[Bench]) {
                 };
             }
         }
-        println!("{line}");
+        outln!("{line}");
     }
 }
 
@@ -264,10 +264,10 @@ fn verdict(met: bool, by: String) -> String {
 }
 
 fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
-    println!("### Targets\n");
+    outln!("### Targets\n");
     let g = groups;
     if let Some(ours) = median(g, "map_unmap_skip_sync", "swiotlb", "64") {
-        println!(
+        outln!(
             "- 1-slot (64 B) map+unmap with skip-sync, 1 thread: median {:.1} ns, target <= 40 ns: {}",
             ours,
             verdict(ours <= 40.0, format!("{:.2}x the target", ours / 40.0))
@@ -275,7 +275,7 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
         for base in ["linux_style", "buddy"] {
             if let Some(theirs) = median(g, "map_unmap_skip_sync", base, "64") {
                 let r = theirs / ours;
-                println!(
+                outln!(
                     "- same, against {base}: {:.1} ns, swiotlb {r:.2}x faster, target >= 1.5x: {}",
                     theirs,
                     verdict(r >= 1.5, format!("{r:.2}x"))
@@ -292,21 +292,21 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
     };
     if let (Some(one), Some(two)) = (per_s("swiotlb", "1"), per_s("swiotlb", "2")) {
         let r = two / one;
-        println!(
+        outln!(
             "- 2 threads: {:.2} M/s against {:.2} M/s on 1 thread = {r:.2}x, target >= 1.8x: {}",
             two / 1e6,
             one / 1e6,
             verdict(r >= 1.8, format!("{r:.2}x"))
         );
         if let (Some(p1), Some(p2)) = (per_s("private_pools", "1"), per_s("private_pools", "2")) {
-            println!(
+            outln!(
                 "- the machine's ceiling (a private pool per thread, nothing shared): 2 threads = {:.2}x 1 thread",
                 p2 / p1
             );
         }
         if let Some(eight) = per_s("swiotlb", "8") {
             let r = eight / two;
-            println!(
+            outln!(
                 "- 8 threads: {:.2} M/s = {:.0}% of the 2-thread figure, target >= 90%: {}",
                 eight / 1e6,
                 r * 100.0,
@@ -315,7 +315,7 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
         }
         for t in ["1", "2", "8"] {
             if let (Some(o), Some(l)) = (per_s("swiotlb", t), per_s("linux_style", t)) {
-                println!(
+                outln!(
                     "- beside it, {t} thread(s): linux_style {:.2} M/s, swiotlb {:.2}x",
                     l / 1e6,
                     o / l
@@ -328,7 +328,7 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
         median(g, "copy_vs_memcpy", "memcpy", "65536"),
     ) {
         let r = ours / copy;
-        println!(
+        outln!(
             "- 64 KiB ToDevice map+unmap {} against one plain copy {} = {r:.3}x, target <= 1.15x: {}",
             time_text(ours),
             time_text(copy),
@@ -340,14 +340,14 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
         median(g, "pool_size", "swiotlb", "1GiB"),
     ) {
         let r = big / small;
-        println!(
+        outln!(
             "- 1 GiB pool {} against 4 MiB pool {} = {r:.3}x, target <= 1.2x: {}",
             time_text(big),
             time_text(small),
             verdict(r <= 1.2, format!("{r:.3}x"))
         );
     }
-    println!(
+    outln!(
         "- occupancy at the first refusal: see `swiotlb-bench fragmentation` (not a criterion figure)"
     );
 }
