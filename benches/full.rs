@@ -12,7 +12,7 @@ pub fn bench(c: &mut Criterion) {
     for kind in Kind::ALL {
         let pool = build(kind, POOL);
         let mut held = Filler::new();
-        let reached = held.prepare(&pool, 0.9, 90);
+        let reached = held.prepare(&pool, 0.9, 90).expect("fill");
         assert!(reached >= 0.85, "{kind}: only {reached:.2} full");
         let mut buf = source(64);
         g.bench_function(BenchmarkId::new(kind.name(), "90%"), |b| {

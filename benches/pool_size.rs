@@ -15,7 +15,7 @@ pub fn bench(c: &mut Criterion) {
         for kind in Kind::ALL {
             let pool = build(kind, size);
             let mut held = Filler::new();
-            held.prepare(&pool, 0.5, 50);
+            held.prepare(&pool, 0.5, 50).expect("fill");
             let mut buf = source(64);
             g.bench_function(BenchmarkId::new(kind.name(), size_label(size)), |b| {
                 b.iter(|| map_unmap(&pool, &mut buf, 64, Direction::ToDevice, false))

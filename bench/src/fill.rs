@@ -85,13 +85,17 @@ impl Filler {
     /// Random churn around `fraction`: `steps` times, map a realistic size if the pool holds
     /// less than `fraction` of its capacity, else unmap a random held mapping. Leaves the
     /// pool in a fragmented steady state near `fraction`.
+    ///
+    /// # Errors
+    ///
+    /// A refusal to unmap a held mapping (a bug in the pool).
     pub fn churn<B: Bounce + ?Sized>(
         &mut self,
         pool: &B,
         fraction: f64,
         steps: usize,
         rng: &mut Rng,
-    ) {
+    ) -> Result<(), Error> {
         let target = (pool.capacity() as f64 * fraction) as usize;
         let mut used = pool.used_bytes();
         for _ in 0..steps {
@@ -100,21 +104,31 @@ impl Filler {
                 let _ = self.map_one(pool, realistic_size(rng));
             } else {
                 let i = rng.below(self.live.len());
-                // Held mappings are live: a refusal would be a bug in the pool.
-                self.unmap_at(pool, i).expect("unmap of a held mapping");
+                self.unmap_at(pool, i)?;
             }
             used = pool.used_bytes();
         }
+        Ok(())
     }
 
     /// Fills to `fraction`, then churns around it for twice as many steps as mappings are
-    /// held: the usual preparation of a "pool N% full" measurement.
-    pub fn prepare<B: Bounce + ?Sized>(&mut self, pool: &B, fraction: f64, seed: u64) -> f64 {
+    /// held: the usual preparation of a "pool N% full" measurement. Returns the fraction
+    /// reached.
+    ///
+    /// # Errors
+    ///
+    /// A refusal to unmap a held mapping (a bug in the pool).
+    pub fn prepare<B: Bounce + ?Sized>(
+        &mut self,
+        pool: &B,
+        fraction: f64,
+        seed: u64,
+    ) -> Result<f64, Error> {
         let mut rng = Rng::new(seed);
         self.fill_to(pool, fraction, &mut rng);
         let steps = 2 * self.held();
-        self.churn(pool, fraction, steps, &mut rng);
-        self.fill_to(pool, fraction, &mut rng)
+        self.churn(pool, fraction, steps, &mut rng)?;
+        Ok(self.fill_to(pool, fraction, &mut rng))
     }
 
     /// Unmaps every held mapping.

@@ -149,3 +149,16 @@ fn fragmentation_stops_at_a_refusal_and_empties_the_pool() {
         assert_eq!(pool.used_bytes(), 0, "{kind}");
     }
 }
+
+#[test]
+fn prepare_reaches_the_occupancy_and_release_empties_the_pool() {
+    for kind in Kind::ALL {
+        let pool = kind.build(POOL).unwrap();
+        let mut held = swiotlb_bench::fill::Filler::new();
+        let reached = held.prepare(&pool, 0.9, 3).unwrap();
+        assert!((0.85..0.95).contains(&reached), "{kind}: {reached}");
+        assert!(held.held() > 0);
+        held.release(&pool).unwrap();
+        assert_eq!(pool.used_bytes(), 0, "{kind}");
+    }
+}
