@@ -18,9 +18,9 @@
 //! low slots, which are warm in the cache when the copy runs, and keeps fragmentation low
 //! (address-ordered first fit is among the least fragmenting policies known).
 
+use crate::padded::Padded;
+use crate::slot::Slots;
 use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
-use alloc::boxed::Box;
-use alloc::vec;
 
 const WORD: usize = u64::BITS as usize;
 
@@ -36,6 +36,10 @@ pub(crate) struct Placement {
     pub(crate) window: u64,
     /// The first slot's device slot number must be below this (the device's address limit).
     pub(crate) limit: u64,
+    /// Search from the top of the area down (last fit) instead of first fit: for coherent
+    /// allocations, which live long, so that they gather at the top and leave the large
+    /// free run below them to the short-lived streaming mappings.
+    pub(crate) from_top: bool,
 }
 
 // === impl Bitmap ===
@@ -44,33 +48,34 @@ pub(crate) struct Placement {
 /// the word has a free slot. Bits past the end of the area are set, so they are never free.
 #[derive(Debug)]
 pub(crate) struct Bitmap {
-    words: Box<[u64]>,
-    summary: Box<[u64]>,
+    words: Padded<u64>,
+    summary: Padded<u64>,
     len: usize,
 }
 
 impl Bitmap {
-    pub(crate) fn new(len: usize) -> Self {
+    /// A bitmap of `len` free slots, or `None` if the memory cannot be had.
+    pub(crate) fn new(len: usize) -> Option<Self> {
         let nwords = len.div_ceil(WORD);
-        let mut words = vec![0u64; nwords].into_boxed_slice();
+        let mut words = Padded::new(nwords, || 0u64)?;
         if len % WORD != 0 {
-            words[nwords - 1] = !0 << (len % WORD);
+            words.as_mut_slice()[nwords - 1] = !0 << (len % WORD);
         }
-        let mut summary = vec![0u64; nwords.div_ceil(WORD)].into_boxed_slice();
+        let mut summary = Padded::new(nwords.div_ceil(WORD), || 0u64)?;
         for (w, word) in words.iter().enumerate() {
             if *word != !0 {
-                summary[w / WORD] |= 1 << (w % WORD);
+                summary.as_mut_slice()[w / WORD] |= 1 << (w % WORD);
             }
         }
-        Self {
+        Some(Self {
             words,
             summary,
             len,
-        }
+        })
     }
 
     /// The first free slot in `from..end`.
-    #[inline]
+    #[inline(always)]
     fn next_free(&self, from: usize, end: usize) -> Option<usize> {
         if from >= end {
             return None;
@@ -104,7 +109,7 @@ impl Bitmap {
     }
 
     /// The last used slot in `from..end`.
-    #[inline]
+    #[inline(always)]
     fn last_used(&self, from: usize, end: usize) -> Option<usize> {
         debug_assert!(from < end && end <= self.len);
         let first = from / WORD;
@@ -127,29 +132,94 @@ impl Bitmap {
         }
     }
 
+    /// The last free slot before `before`.
+    #[inline]
+    fn prev_free(&self, before: usize) -> Option<usize> {
+        let b = before.checked_sub(1)?;
+        let w = b / WORD;
+        let free = !self.words[w] & (!0u64 >> (WORD - 1 - b % WORD));
+        if free != 0 {
+            return Some(w * WORD + (WORD - 1 - free.leading_zeros() as usize));
+        }
+        // The previous word with a free slot, through the summary.
+        let mut s = w / WORD;
+        let mut bits = self.summary[s] & ((1u64 << (w % WORD)) - 1);
+        loop {
+            if bits != 0 {
+                let w = s * WORD + (WORD - 1 - bits.leading_zeros() as usize);
+                let free = !self.words[w];
+                return Some(w * WORD + (WORD - 1 - free.leading_zeros() as usize));
+            }
+            s = s.checked_sub(1)?;
+            bits = self.summary[s];
+        }
+    }
+
+    /// The first used slot in `from..end`.
+    #[inline]
+    fn first_used(&self, from: usize, end: usize) -> Option<usize> {
+        debug_assert!(from < end && end <= self.len);
+        let last = (end - 1) / WORD;
+        let mut w = from / WORD;
+        loop {
+            let mut used = self.words[w];
+            if w == from / WORD {
+                used &= !0u64 << (from % WORD);
+            }
+            if w == last {
+                used &= !0u64 >> (WORD - 1 - (end - 1) % WORD);
+            }
+            if used != 0 {
+                return Some(w * WORD + used.trailing_zeros() as usize);
+            }
+            if w == last {
+                return None;
+            }
+            w += 1;
+        }
+    }
+
     /// Sets (`used`) or clears every bit of `start..start + count`.
+    #[inline(always)]
     fn fill(&mut self, start: usize, count: usize, used: bool) {
         debug_assert!(count > 0 && start + count <= self.len);
         let end = start + count;
+        let w = start / WORD;
+        if (end - 1) / WORD == w {
+            // The common case: one word.
+            let mask = (!0u64 >> (WORD - count)) << (start % WORD);
+            self.set_word(w, mask, used);
+            return;
+        }
         let mut at = start;
         while at < end {
             let w = at / WORD;
             let hi = end.min((w + 1) * WORD);
             let mask = (!0u64 << (at % WORD)) & (!0u64 >> (WORD - 1 - (hi - 1) % WORD));
-            if used {
-                debug_assert_eq!(self.words[w] & mask, 0, "slots already in use");
-                self.words[w] |= mask;
-            } else {
-                debug_assert_eq!(self.words[w] & mask, mask, "slots already free");
-                self.words[w] &= !mask;
-            }
-            let bit = 1u64 << (w % WORD);
-            if self.words[w] == !0 {
-                self.summary[w / WORD] &= !bit;
-            } else {
-                self.summary[w / WORD] |= bit;
-            }
+            self.set_word(w, mask, used);
             at = hi;
+        }
+    }
+
+    /// Sets or clears the bits of `mask` in word `w`, keeping the summary current.
+    #[inline(always)]
+    fn set_word(&mut self, w: usize, mask: u64, used: bool) {
+        let words = self.words.as_mut_slice();
+        let word = if used {
+            debug_assert_eq!(words[w] & mask, 0, "slots already in use");
+            words[w] | mask
+        } else {
+            debug_assert_eq!(words[w] & mask, mask, "slots already free");
+            words[w] & !mask
+        };
+        words[w] = word;
+        // The summary bit changes only when the word becomes full or stops being full:
+        // write it only then, to leave its line clean.
+        let bit = 1u64 << (w % WORD);
+        let summary = &mut self.summary.as_mut_slice()[w / WORD];
+        let has_free = if word == !0 { 0 } else { bit };
+        if *summary & bit != has_free {
+            *summary ^= bit;
         }
     }
 }
@@ -158,14 +228,24 @@ impl Bitmap {
 trait Occupancy {
     fn next_free(&self, from: usize, end: usize) -> Option<usize>;
     fn last_used(&self, from: usize, end: usize) -> Option<usize>;
+    fn prev_free(&self, before: usize) -> Option<usize>;
+    fn first_used(&self, from: usize, end: usize) -> Option<usize>;
 }
 
 impl Occupancy for Bitmap {
+    #[inline(always)]
     fn next_free(&self, from: usize, end: usize) -> Option<usize> {
         Bitmap::next_free(self, from, end)
     }
+    #[inline(always)]
     fn last_used(&self, from: usize, end: usize) -> Option<usize> {
         Bitmap::last_used(self, from, end)
+    }
+    fn prev_free(&self, before: usize) -> Option<usize> {
+        Bitmap::prev_free(self, before)
+    }
+    fn first_used(&self, from: usize, end: usize) -> Option<usize> {
+        Bitmap::first_used(self, from, end)
     }
 }
 
@@ -179,9 +259,16 @@ impl Occupancy for Empty {
     fn last_used(&self, _: usize, _: usize) -> Option<usize> {
         None
     }
+    fn prev_free(&self, before: usize) -> Option<usize> {
+        before.checked_sub(1)
+    }
+    fn first_used(&self, _: usize, _: usize) -> Option<usize> {
+        None
+    }
 }
 
 /// First fit for `p` among `len` slots whose first has device slot number `origin`.
+#[inline(always)]
 fn search(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) -> Option<usize> {
     debug_assert!(p.stride.is_power_of_two() && p.window.is_power_of_two());
     debug_assert!(p.slots as u64 <= p.window);
@@ -211,6 +298,39 @@ fn search(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) -> Opti
     }
 }
 
+/// Last fit: the highest placement for `p` among `len` slots whose first has device slot
+/// number `origin`. The mirror of [`search`]: every step moves the end of the candidate run
+/// down, so it too ends in one pass.
+fn search_down(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) -> Option<usize> {
+    debug_assert!(p.stride.is_power_of_two() && p.window.is_power_of_two());
+    // The run must end at or before `end`.
+    let mut end = len;
+    loop {
+        let top = bits.prev_free(end)? + 1;
+        let mut at = top.checked_sub(p.slots)?;
+        // The first slot's device slot number must be below the limit.
+        let highest = p.limit.checked_sub(origin + 1)?;
+        if at as u64 > highest {
+            at = highest as usize;
+        }
+        let dev = origin + at as u64;
+        let down = dev.wrapping_sub(p.phase) & (p.stride - 1);
+        at = at.checked_sub(down as usize)?;
+        let dev = dev - down;
+        let last = dev + p.slots as u64 - 1;
+        if (dev ^ last) & !(p.window - 1) != 0 {
+            // Crosses a window: the run must end where the window holding its last slot
+            // begins.
+            end = ((last & !(p.window - 1)) - origin) as usize;
+            continue;
+        }
+        match bits.first_used(at, at + p.slots) {
+            None => return Some(at),
+            Some(used) => end = used,
+        }
+    }
+}
+
 // === impl Area ===
 
 /// A contiguous range of the pool's slots with its own lock.
@@ -222,6 +342,8 @@ pub(crate) struct Area {
     pub(crate) len: usize,
     /// Device slot number of the area's first slot.
     pub(crate) origin: u64,
+    /// What each of the area's slots holds. Written under the lock, read anywhere.
+    pub(crate) slots: Slots,
     bitmap: Mutex<Bitmap>,
     /// Slots in use. Written only under the lock, read anywhere.
     used: AtomicUsize,
@@ -253,16 +375,19 @@ pub(crate) struct AreaGuard<'a> {
 }
 
 impl Area {
-    pub(crate) fn new(first: usize, len: usize, origin: u64) -> Self {
-        Self {
+    /// An area of `len` free slots from pool slot `first` (device slot number `origin`),
+    /// or `None` if its metadata cannot be allocated.
+    pub(crate) fn new(first: usize, len: usize, origin: u64) -> Option<Self> {
+        Some(Self {
             first,
             len,
             origin,
-            bitmap: Mutex::new(Bitmap::new(len)),
+            slots: Slots::new(first, len)?,
+            bitmap: Mutex::new(Bitmap::new(len)?),
             used: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
-        }
+        })
     }
 
     #[inline]
@@ -313,14 +438,21 @@ impl Area {
 impl AreaGuard<'_> {
     /// Finds room for `p`, marks it used and returns its first pool slot number; `None`
     /// when there is none.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, p: &Placement) -> Option<TakeResult> {
         let area = self.area;
         let used = area.used.load(Ordering::Relaxed);
-        let found = if p.slots <= area.len - used {
-            search(&*self.bitmap, area.len, area.origin, p)
-        } else {
+        let found = if p.slots > area.len - used {
             None
+        } else if p.slots == 1 && p.stride == 1 && !p.from_top {
+            // The most common request: any free slot below the limit will do.
+            self.bitmap
+                .next_free(0, area.len)
+                .filter(|at| area.origin + (*at as u64) < p.limit)
+        } else if p.from_top {
+            search_down(&*self.bitmap, area.len, area.origin, p)
+        } else {
+            search(&*self.bitmap, area.len, area.origin, p)
         };
         let at = found?;
         self.bitmap.fill(at, p.slots, true);
@@ -336,8 +468,14 @@ impl AreaGuard<'_> {
         })
     }
 
+    /// The area whose lock this is.
+    #[inline(always)]
+    pub(crate) fn area(&self) -> &Area {
+        self.area
+    }
+
     /// Gives back `count` slots from pool slot `start`, which `take` handed out.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn give(&mut self, start: usize, count: usize) {
         let area = self.area;
         debug_assert!(area.holds(start) && area.holds(start + count - 1));
@@ -368,12 +506,13 @@ mod tests {
             phase: 0,
             window: 128,
             limit: u64::MAX,
+            from_top: false,
         }
     }
 
     #[test]
     fn bitmap_tail_is_never_free() {
-        let b = Bitmap::new(70);
+        let b = Bitmap::new(70).unwrap();
         assert_eq!(b.next_free(69, 70), Some(69));
         assert_eq!(b.next_free(70, 128), None);
         assert_eq!(b.last_used(64, 70), None);
@@ -381,7 +520,7 @@ mod tests {
 
     #[test]
     fn next_free_skips_full_words_through_the_summary() {
-        let mut b = Bitmap::new(64 * 70);
+        let mut b = Bitmap::new(64 * 70).unwrap();
         b.fill(0, 64 * 67 + 5, true);
         assert_eq!(b.next_free(0, 64 * 70), Some(64 * 67 + 5));
         assert_eq!(b.next_free(0, 64 * 67 + 5), None);
@@ -394,7 +533,7 @@ mod tests {
 
     #[test]
     fn last_used_looks_at_exactly_the_range() {
-        let mut b = Bitmap::new(256);
+        let mut b = Bitmap::new(256).unwrap();
         b.fill(63, 1, true);
         b.fill(130, 2, true);
         assert_eq!(b.last_used(0, 63), None);
@@ -407,7 +546,7 @@ mod tests {
 
     #[test]
     fn search_respects_phase_window_and_limit() {
-        let mut b = Bitmap::new(512);
+        let mut b = Bitmap::new(512).unwrap();
         assert_eq!(search(&b, 512, 0, &p(1)), Some(0));
         b.fill(0, 1, true);
         // Phase 0 modulo 4, from an origin of 2: index 2 is device slot 4.
@@ -431,12 +570,67 @@ mod tests {
     fn search_of_a_nearly_full_area_with_an_unmeetable_alignment_ends() {
         // Linux 2022 "fix the deadlock in find_slots": every other slot used, and a
         // 2-slot request with stride 2 can never fit.
-        let mut b = Bitmap::new(256);
+        let mut b = Bitmap::new(256).unwrap();
         for i in (0..256).step_by(2) {
             b.fill(i, 1, true);
         }
         let q = Placement { stride: 2, ..p(2) };
         assert_eq!(search(&b, 256, 0, &q), None);
         assert_eq!(search(&b, 256, 0, &p(1)), Some(1));
+    }
+
+    #[test]
+    fn prev_free_and_first_used_look_at_exactly_the_range() {
+        let mut b = Bitmap::new(6400).unwrap();
+        assert_eq!(b.prev_free(6400), Some(6399));
+        assert_eq!(b.prev_free(0), None);
+        b.fill(128, 6400 - 128, true);
+        assert_eq!(b.prev_free(6400), Some(127));
+        b.fill(4872, 1, false);
+        assert_eq!(b.prev_free(6400), Some(4872));
+        assert_eq!(b.prev_free(4872), Some(127));
+        assert_eq!(b.first_used(0, 6400), Some(128));
+        assert_eq!(b.first_used(0, 128), None);
+        assert_eq!(b.first_used(4872, 4873), None);
+        assert_eq!(b.first_used(4872, 4874), Some(4873));
+    }
+
+    #[test]
+    fn search_down_finds_the_highest_placement() {
+        let down = |q: Placement| Placement {
+            from_top: true,
+            ..q
+        };
+        let mut b = Bitmap::new(512).unwrap();
+        assert_eq!(search_down(&b, 512, 0, &down(p(1))), Some(511));
+        // Aligned to 4 from an origin of 2: the highest start is device slot 512, index 510.
+        let aligned = down(Placement { stride: 4, ..p(2) });
+        assert_eq!(search_down(&b, 512, 2, &aligned), Some(510));
+        // 100 slots may not cross a 128 window: the highest run ends at 512.
+        assert_eq!(search_down(&b, 512, 0, &down(p(100))), Some(412));
+        b.fill(450, 1, true);
+        // The top window [384, 512) holds no free run of 100 any more.
+        assert_eq!(search_down(&b, 512, 0, &down(p(100))), Some(284));
+        let limited = down(Placement {
+            limit: 200,
+            ..p(100)
+        });
+        assert_eq!(search_down(&b, 512, 0, &limited), Some(156));
+        assert_eq!(search_down(&b, 512, 300, &limited), None);
+        // Same answers as the forward search on whether a placement exists at all.
+        for slots in [1, 2, 3, 64, 100, 128] {
+            for stride in [1, 2, 8, 64] {
+                let q = Placement {
+                    stride,
+                    phase: 1 % stride,
+                    ..p(slots)
+                };
+                assert_eq!(
+                    search(&b, 512, 0, &q).is_some(),
+                    search_down(&b, 512, 0, &down(q)).is_some(),
+                    "{slots} slots, stride {stride}"
+                );
+            }
+        }
     }
 }

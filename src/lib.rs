@@ -65,17 +65,19 @@ mod area;
 mod config;
 mod error;
 pub mod implementation;
+mod padded;
 mod pool;
 mod slot;
 mod sync;
-// TESTING_MOD
+#[cfg(feature = "test-utils")]
+pub mod testing;
 #[cfg(all(test, loom))]
 mod tests;
 
 pub use area::AreaStats;
 pub use config::{Config, MAX_AREAS};
 pub use error::{ConfigError, LookupError, MapError};
-pub use pool::{Coherent, Pool, Stats};
+pub use pool::{Coherent, Mapping, MappingKind, Pool, Stats};
 
 /// An address in the device's address space (Linux's `dma_addr_t`).
 pub type DmaAddr = u64;

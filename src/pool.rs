@@ -4,6 +4,7 @@ use crate::area::{Area, AreaGuard, AreaStats, Placement};
 use crate::config::Config;
 use crate::error::{ConfigError, LookupError, MapError};
 use crate::slot::{Head, Slots, Use};
+
 use crate::sync::{AtomicUsize, Ordering};
 use crate::{Attrs, Constraints, Direction, DmaAddr};
 use alloc::boxed::Box;
@@ -31,6 +32,8 @@ pub struct Pool {
     slot_shift: u32,
     slots_total: usize,
     segment_slots: usize,
+    /// log2 of `segment_slots`.
+    segment_shift: u32,
     page_size: usize,
     scrub: bool,
     hint: fn() -> usize,
@@ -38,7 +41,6 @@ pub struct Pool {
     /// Area of each segment, by device segment number minus the first one's.
     segment_area: Box<[u8]>,
     first_segment: u64,
-    slots: Slots,
     high_water: CachePadded<AtomicUsize>,
     failed_maps: AtomicUsize,
     #[cfg(feature = "std")]
@@ -67,6 +69,31 @@ pub struct Coherent {
     pub size: usize,
 }
 
+/// What [`Pool::lookup`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Device address of the first byte of data.
+    pub dma: DmaAddr,
+    /// Length in bytes.
+    pub len: usize,
+    /// Streaming mapping or coherent allocation.
+    pub kind: MappingKind,
+}
+
+/// The kind of a [`Mapping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingKind {
+    /// Made by [`Pool::map`].
+    Streaming {
+        /// Its direction.
+        dir: Direction,
+        /// CPU address of the original buffer.
+        orig: usize,
+    },
+    /// Made by [`Pool::alloc`].
+    Coherent,
+}
+
 /// Figures of a whole pool. Taken without stopping other threads, so under load the fields
 /// are each exact but not from one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,13 +103,25 @@ pub struct Stats {
     /// Slots in use (front padding included).
     pub used_slots: usize,
     /// The most slots seen in use at once: the sum of all areas' use, sampled whenever an
-    /// area reaches a new high of its own. Exact with one area; with several it never falls
-    /// and is at least every area's own high-water mark.
+    /// area reaches a new high of its own and whenever stats are taken. Exact with one area.
+    /// With several it is a lower bound of the true peak (a peak reached without any area
+    /// reaching a new high of its own is missed), never falls, and is never below
+    /// `used_slots` or any area's own mark. An exact pool-wide figure would need one counter
+    /// updated by every map on every CPU.
     pub high_water: usize,
     /// Maps and allocations refused because the pool had no room ([`MapError::Full`]).
     pub failed_maps: usize,
     /// Number of areas.
     pub areas: usize,
+}
+
+/// A live run found from a device address.
+#[derive(Clone, Copy)]
+struct Found<'a> {
+    area: &'a Area,
+    head: Head,
+    /// Device address of its data.
+    start: DmaAddr,
 }
 
 /// A mapping request turned into slot terms.
@@ -99,6 +138,8 @@ struct Request {
     align: u64,
     /// Device window the run must not cross (0: none), for error reports.
     boundary: u64,
+    /// The device's address limit, for error reports.
+    limit: u64,
 }
 
 fn is_low_mask(mask: u64) -> bool {
@@ -113,6 +154,11 @@ impl Pool {
     /// are left out, so that every slot is slot-aligned in device space; a partial slot at
     /// the end is left out too. Page and larger alignments are computed on device addresses
     /// and hold wherever the region starts.
+    ///
+    /// Segments are aligned in device space too (so that an allocation aligned to a whole
+    /// segment can exist). A region that is not aligned to `slot_size * segment_slots` in
+    /// device space therefore starts and ends with a partial segment, which cannot hold a
+    /// mapping as large as a full one; align the region to a segment to avoid that.
     ///
     /// # Errors
     ///
@@ -182,16 +228,12 @@ impl Pool {
                 (dev.saturating_sub(origin) as usize).min(slots_total)
             };
             let (first, last) = (slot_at(lo), slot_at(hi));
-            areas.push(CachePadded::new(Area::new(
-                first,
-                last - first,
-                origin + first as u64,
-            )));
+            let area = Area::new(first, last - first, origin + first as u64).ok_or(
+                ConfigError::OutOfMemory((last - first) * Slots::BYTES_PER_SLOT),
+            )?;
+            areas.push(CachePadded::new(area));
             segment_area.resize(hi, k as u8);
         }
-        let slots = Slots::new(slots_total).ok_or(ConfigError::OutOfMemory(
-            slots_total * Slots::BYTES_PER_SLOT,
-        ))?;
 
         Ok(Self {
             cpu,
@@ -199,13 +241,13 @@ impl Pool {
             slot_shift,
             slots_total,
             segment_slots: seg as usize,
+            segment_shift: seg.trailing_zeros(),
             page_size: config.get_page_size(),
             scrub: config.scrubs(),
             hint: config.hint(),
             areas: areas.into_boxed_slice(),
             segment_area: segment_area.into_boxed_slice(),
             first_segment,
-            slots,
             high_water: CachePadded::new(AtomicUsize::new(0)),
             failed_maps: AtomicUsize::new(0),
             #[cfg(feature = "std")]
@@ -213,7 +255,8 @@ impl Pool {
         })
     }
 
-    /// Allocates a zeroed, page-aligned region of `size` bytes and builds a pool over it,
+    /// Allocates a zeroed region of `size` bytes, aligned to a segment (and a page), and
+    /// builds a pool over it,
     /// with device addresses equal to CPU addresses: for tests, benchmarks and user-space
     /// drivers whose "device" shares the process's address space.
     ///
@@ -223,16 +266,27 @@ impl Pool {
     #[cfg(feature = "std")]
     pub fn allocate(size: usize, config: Config) -> Result<Self, ConfigError> {
         config.check()?;
-        let page = config.get_page_size();
-        let layout = core::alloc::Layout::from_size_align(size.max(1), page)
-            .map_err(|_| ConfigError::OutOfMemory(size))?;
+        // Aligned to a whole segment, so that no segment of the pool is partial. The region
+        // is over-allocated and aligned by hand: a zeroed allocation with a small alignment is
+        // `calloc`, whose large blocks are fresh zero pages, where a large alignment would
+        // make the allocator zero (and so touch and commit) every page up front.
+        let align = config
+            .get_page_size()
+            .max(config.get_slot_size() * config.get_segment_slots());
+        let oom = ConfigError::OutOfMemory(size);
+        let layout = size
+            .checked_add(align)
+            .and_then(|total| core::alloc::Layout::from_size_align(total, 16).ok())
+            .ok_or(oom)?;
         // SAFETY: the layout has a non-zero size.
-        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
-        let mem = NonNull::new(mem).ok_or(ConfigError::OutOfMemory(size))?;
-        // SAFETY: `mem` is a fresh allocation of `size` bytes, owned by the pool from here
-        // on (freed in `drop`) and reachable by nothing else; the "device" of such a pool
-        // uses CPU addresses.
-        let pool = unsafe { Self::new(mem, mem.as_ptr() as u64, size, config) };
+        let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(oom)?;
+        let skip = (mem.as_ptr() as usize).wrapping_neg() & (align - 1);
+        // SAFETY: `skip < align`, so the region `skip..skip + size` is inside the allocation.
+        let start = unsafe { NonNull::new_unchecked(mem.as_ptr().add(skip)) };
+        // SAFETY: `start..start + size` is a fresh zeroed allocation owned by the pool from
+        // here on (freed in `drop`) and reachable by nothing else; the "device" of such a
+        // pool uses CPU addresses.
+        let pool = unsafe { Self::new(start, start.as_ptr() as u64, size, config) };
         match pool {
             Ok(mut pool) => {
                 pool.owned = Some((mem, layout));
@@ -256,6 +310,12 @@ impl Pool {
     /// Slots in a segment.
     pub fn segment_slots(&self) -> usize {
         self.segment_slots
+    }
+
+    /// Page size: mappings of a page or more are page-aligned when no mask says otherwise,
+    /// and coherent allocations are aligned to at least a page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
     }
 
     /// Number of areas.
@@ -307,10 +367,16 @@ impl Pool {
 
     /// Pool-wide figures.
     pub fn stats(&self) -> Stats {
+        let used_slots = self.used_slots();
+        // Fold in the use seen now, so the mark is never below it and never falls.
+        let high_water = self
+            .high_water
+            .fetch_max(used_slots, Ordering::Relaxed)
+            .max(used_slots);
         Stats {
             total_slots: self.slots_total,
-            used_slots: self.used_slots(),
-            high_water: self.high_water.load(Ordering::Relaxed),
+            used_slots,
+            high_water,
             failed_maps: self.failed_maps.load(Ordering::Relaxed),
             areas: self.areas.len(),
         }
@@ -326,6 +392,12 @@ impl Pool {
     }
 
     // --- addresses ----------------------------------------------------------------------
+
+    /// Slots that hold `bytes` bytes (a shift: the slot size is a power of two).
+    #[inline]
+    fn slots_for(&self, bytes: usize) -> usize {
+        (bytes + (1 << self.slot_shift) - 1) >> self.slot_shift
+    }
 
     #[inline]
     fn slot_dma(&self, slot: usize) -> DmaAddr {
@@ -346,28 +418,48 @@ impl Pool {
 
     #[inline]
     fn area_of(&self, slot: usize) -> &Area {
-        let segment = ((self.dma >> self.slot_shift) + slot as u64) / self.segment_slots as u64
+        let segment = (((self.dma >> self.slot_shift) + slot as u64) >> self.segment_shift)
             - self.first_segment;
         let area = &self.areas[self.segment_area[segment as usize] as usize];
         debug_assert!(area.holds(slot));
         area
     }
 
-    /// The live mapping holding `dma`'s slot, and the device address of its data.
-    #[inline]
-    fn find(&self, dma: DmaAddr) -> Result<(Head, DmaAddr), LookupError> {
+    /// The live mapping holding `dma`'s slot, its area, and the device address of its data.
+    #[inline(always)]
+    fn find(&self, dma: DmaAddr) -> Result<Found<'_>, LookupError> {
         let not_mapped = LookupError::NotMapped { dma };
         let off = dma.checked_sub(self.dma).ok_or(not_mapped)?;
         let slot = off >> self.slot_shift;
         if slot >= self.slots_total as u64 {
             return Err(not_mapped);
         }
-        let head = self.slots.head_of(slot as usize).ok_or(not_mapped)?;
+        let slot = slot as usize;
+        let area = self.area_of(slot);
+        let head = area.slots.head_of(slot).ok_or(not_mapped)?;
         let start = self.slot_dma(head.slot) + head.offset as u64;
         if dma < start || dma - start >= head.len as u64 {
             return Err(not_mapped);
         }
-        Ok((head, start))
+        Ok(Found { area, head, start })
+    }
+
+    /// The live mapping or coherent allocation whose data holds `dma`, if any. Changes
+    /// nothing. A mapping being unmapped by another thread at the same time may or may not
+    /// be seen.
+    pub fn lookup(&self, dma: DmaAddr) -> Option<Mapping> {
+        let Found { head, start, .. } = self.find(dma).ok()?;
+        Some(Mapping {
+            dma: start,
+            len: head.len,
+            kind: match head.use_ {
+                Use::Stream(dir) => MappingKind::Streaming {
+                    dir,
+                    orig: head.orig,
+                },
+                Use::Coherent => MappingKind::Coherent,
+            },
+        })
     }
 
     // --- placement ----------------------------------------------------------------------
@@ -377,6 +469,7 @@ impl Pool {
     /// or the device's boundary, with the byte `extent - 1` past the first slot's start
     /// reachable by the device.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn request(
         &self,
         c: &Constraints,
@@ -405,27 +498,28 @@ impl Pool {
                 boundary,
             });
         }
-        let last_start =
-            c.dma_limit
-                .checked_sub(extent as u64 - 1)
-                .ok_or(MapError::Unreachable {
-                    size,
-                    limit: c.dma_limit,
-                    pool_start: self.dma,
-                })?;
+        // The first slot's device slot number must be below `limit` for the data's last byte
+        // to be reachable; a limit below even that leaves no placement (and `failure` tells
+        // `Unreachable` from `Impossible`).
+        let limit = c
+            .dma_limit
+            .checked_sub(extent as u64 - 1)
+            .map_or(0, |last_start| (last_start >> shift) + 1);
         Ok(Request {
             placement: Placement {
                 slots,
                 stride: ((align_mask | match_mask) >> shift) + 1,
                 phase: (orig & match_mask) >> shift,
                 window,
-                limit: (last_start >> shift) + 1,
+                limit,
+                from_top: false,
             },
             pad,
             offset,
             size,
             align,
             boundary,
+            limit: c.dma_limit,
         })
     }
 
@@ -443,6 +537,7 @@ impl Pool {
     }
 
     /// The request of a streaming mapping of `len` bytes from CPU address `orig`.
+    #[inline(always)]
     fn stream_request(
         &self,
         orig: usize,
@@ -463,7 +558,7 @@ impl Pool {
         // become front padding.
         let offset = (orig64 & c.min_align_mask & (c.alloc_align_mask | slot_mask)) as usize;
         let extent = offset + len;
-        let slots = extent.div_ceil(self.slot_size());
+        let slots = self.slots_for(extent);
         let mut align_mask = c.alloc_align_mask;
         if align_mask == 0 && c.min_align_mask == 0 && len >= self.page_size {
             // Mappings of a page or more are page-aligned when nothing else is asked.
@@ -491,7 +586,7 @@ impl Pool {
             return Err(MapError::ZeroLength);
         }
         Self::check_masks(c)?;
-        let slots = size.div_ceil(self.slot_size());
+        let slots = self.slots_for(size);
         if slots > self.segment_slots {
             return Err(MapError::TooLarge {
                 size,
@@ -503,7 +598,9 @@ impl Pool {
         let order_bytes =
             (size.div_ceil(self.page_size).next_power_of_two() * self.page_size) as u64;
         let align_mask = (order_bytes - 1) | c.alloc_align_mask | ((1 << self.slot_shift) - 1);
-        self.request(c, size, slots, 0, 0, align_mask, 0, 0, size)
+        let mut req = self.request(c, size, slots, 0, 0, align_mask, 0, 0, size)?;
+        req.placement.from_top = true;
+        Ok(req)
     }
 
     // --- reservation --------------------------------------------------------------------
@@ -550,7 +647,7 @@ impl Pool {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn take_in(
         &self,
         mut guard: AreaGuard<'_>,
@@ -558,17 +655,20 @@ impl Pool {
         head_at: &impl Fn(usize) -> Head,
     ) -> Option<usize> {
         let taken = guard.take(&req.placement)?;
-        self.slots.write_run(
+        guard.area().slots.write_run(
             taken.start,
             req.placement.slots,
             req.pad,
             head_at(taken.start + req.pad),
         );
-        drop(guard);
         if taken.raised_high_water {
+            // Sampled before unlocking, so this area's part of the sum is its new peak (a
+            // racing unmap in this area cannot lower it first): the pool's mark stays at or
+            // above every area's, and is exact with one area.
             self.high_water
                 .fetch_max(self.used_slots(), Ordering::Relaxed);
         }
+        drop(guard);
         Some(taken.start)
     }
 
@@ -594,7 +694,7 @@ impl Pool {
             return if self.areas.iter().any(|a| a.could_hold(&unlimited)) {
                 MapError::Unreachable {
                     size: req.size,
-                    limit: p.limit.saturating_sub(1) << self.slot_shift,
+                    limit: req.limit,
                     pool_start: self.dma,
                 }
             } else {
@@ -619,11 +719,12 @@ impl Pool {
     }
 
     /// Gives back the run of the live mapping `head`, if it is still the one recorded.
-    fn release(&self, head: &Head, dma: DmaAddr) -> Result<(), LookupError> {
-        let area = self.area_of(head.slot);
-        let data_slots = (head.offset + head.len).div_ceil(self.slot_size());
+    #[inline(always)]
+    fn release(&self, found: &Found<'_>, dma: DmaAddr) -> Result<(), LookupError> {
+        let Found { area, head, .. } = found;
+        let data_slots = self.slots_for(head.offset + head.len);
         if self.scrub {
-            let pad = self.slots.pad_before(head.slot, area.first);
+            let pad = area.slots.pad_before(head.slot, area.first);
             let start = head.slot - pad;
             // SAFETY: the run is the caller's until `give` below (the head was found live
             // and the caller promised no one else releases it), and it lies in the pool.
@@ -637,12 +738,12 @@ impl Pool {
         }
         let mut guard = area.lock();
         // Someone else released it meanwhile (a racing double unmap): refuse, change nothing.
-        if self.slots.head_of(head.slot).as_ref() != Some(head) {
+        if area.slots.head_of(head.slot).as_ref() != Some(head) {
             return Err(LookupError::NotMapped { dma });
         }
-        let pad = self.slots.pad_before(head.slot, area.first);
+        let pad = area.slots.pad_before(head.slot, area.first);
         let start = head.slot - pad;
-        self.slots.clear_run(start, pad + data_slots);
+        area.slots.clear_run(start, pad + data_slots);
         guard.give(start, pad + data_slots);
         Ok(())
     }
@@ -676,6 +777,9 @@ impl Pool {
         constraints: &Constraints,
     ) -> Result<DmaAddr, MapError> {
         let len = buf.len();
+        if len == 0 {
+            return Err(MapError::ZeroLength);
+        }
         let orig = buf.cast::<u8>().as_ptr() as usize;
         let end = orig
             .checked_add(len)
@@ -702,8 +806,14 @@ impl Pool {
     }
 
     /// The live streaming mapping that starts at `dma`, checked against `len` and `dir`.
-    fn find_start(&self, dma: DmaAddr, len: usize, dir: Direction) -> Result<Head, LookupError> {
-        let (head, start) = self.find(dma)?;
+    fn find_start(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        dir: Direction,
+    ) -> Result<Found<'_>, LookupError> {
+        let found = self.find(dma)?;
+        let Found { head, start, .. } = found;
         let Use::Stream(mapped) = head.use_ else {
             return Err(LookupError::WrongKind {
                 dma,
@@ -728,7 +838,7 @@ impl Pool {
                 given: dir,
             });
         }
-        Ok(head)
+        Ok(found)
     }
 
     /// Unmaps the mapping at `dma`: copies the bounce buffer back to the original for
@@ -752,13 +862,14 @@ impl Pool {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
-        let head = self.find_start(dma, len, dir)?;
+        let found = self.find_start(dma, len, dir)?;
+        let head = &found.head;
         if dir.from_device() && !attrs.skip_cpu_sync {
             // SAFETY: the mapping is live and ours: its original is writable for `len`
             // bytes (caller's promise, made at map), and its data lies in the pool.
-            unsafe { self.copy_out(&head, 0, len) };
+            unsafe { self.copy_out(head, 0, len) };
         }
-        self.release(&head, dma)
+        self.release(&found, dma)
     }
 
     /// The live streaming mapping holding `dma..dma + len`, checked against `dir`, and the
@@ -772,7 +883,7 @@ impl Pool {
         if len == 0 {
             return Err(LookupError::ZeroLength { dma });
         }
-        let (head, start) = self.find(dma)?;
+        let Found { head, start, .. } = self.find(dma)?;
         let Use::Stream(mapped) = head.use_ else {
             return Err(LookupError::WrongKind {
                 dma,
@@ -889,7 +1000,8 @@ impl Pool {
     /// share (rings, descriptor tables). Aligned in device space to its size's power-of-two
     /// page order, never sharing a slot with another allocation; obeys `constraints`'
     /// `alloc_align_mask` (when larger), `seg_boundary_mask` and `dma_limit`, and ignores
-    /// `min_align_mask`.
+    /// `min_align_mask`. Placed from the top of the area down, away from streaming
+    /// mappings, so that long-lived allocations do not split the free space.
     ///
     /// # Errors
     ///
@@ -923,7 +1035,8 @@ impl Pool {
     /// [`LookupError`] if `dma` is not the start of a live coherent allocation of `size`
     /// bytes. Nothing changes on error.
     pub fn free(&self, dma: DmaAddr, size: usize) -> Result<(), LookupError> {
-        let (head, start) = self.find(dma)?;
+        let found = self.find(dma)?;
+        let Found { head, start, .. } = found;
         if head.use_ != Use::Coherent {
             return Err(LookupError::WrongKind {
                 dma,
@@ -941,7 +1054,7 @@ impl Pool {
                 given: size,
             });
         }
-        self.release(&head, dma)
+        self.release(&found, dma)
     }
 }
 
@@ -958,8 +1071,12 @@ impl Drop for Pool {
 
 impl core::fmt::Debug for Pool {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let range = self.dma_range();
         f.debug_struct("Pool")
-            .field("dma_range", &self.dma_range())
+            .field(
+                "dma_range",
+                &format_args!("{:#x}..{:#x}", range.start, range.end),
+            )
             .field("slot_size", &self.slot_size())
             .field("segment_slots", &self.segment_slots)
             .field("stats", &self.stats())

@@ -33,10 +33,9 @@
 //! configuration: a slot is at most 4 KiB (12-bit offset) and a segment at most 16384 slots
 //! (14-bit distance), which also keeps every mapping length within `u32`.
 
+use crate::padded::Padded;
 use crate::sync::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
 use crate::Direction;
-use alloc::boxed::Box;
-use alloc::vec::Vec;
 
 /// Largest slot size the tag's offset field can describe.
 pub(crate) const MAX_SLOT_SIZE: usize = 1 << 12;
@@ -143,27 +142,24 @@ pub(crate) struct Head {
 
 // === impl Slots ===
 
-/// The metadata arrays of a whole pool.
+/// The metadata arrays of one area, indexed by pool slot number from `first`.
 #[derive(Debug)]
 pub(crate) struct Slots {
-    tag: Box<[AtomicU16]>,
-    len: Box<[AtomicU32]>,
-    orig: Box<[AtomicUsize]>,
+    first: usize,
+    tag: Padded<AtomicU16>,
+    len: Padded<AtomicU32>,
+    orig: Padded<AtomicUsize>,
 }
 
 impl Slots {
-    /// Metadata for `count` free slots, or `None` if it cannot be allocated.
-    pub(crate) fn new(count: usize) -> Option<Self> {
-        fn array<T>(count: usize, make: impl Fn() -> T) -> Option<Box<[T]>> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(count).ok()?;
-            v.resize_with(count, make);
-            Some(v.into_boxed_slice())
-        }
+    /// Metadata for `count` free slots from pool slot `first`, or `None` if it cannot be
+    /// allocated.
+    pub(crate) fn new(first: usize, count: usize) -> Option<Self> {
         Some(Self {
-            tag: array(count, || AtomicU16::new(Tag::Free.encode()))?,
-            len: array(count, || AtomicU32::new(0))?,
-            orig: array(count, || AtomicUsize::new(0))?,
+            first,
+            tag: Padded::new(count, || AtomicU16::new(Tag::Free.encode()))?,
+            len: Padded::new(count, || AtomicU32::new(0))?,
+            orig: Padded::new(count, || AtomicUsize::new(0))?,
         })
     }
 
@@ -172,26 +168,30 @@ impl Slots {
         + core::mem::size_of::<AtomicU32>()
         + core::mem::size_of::<AtomicUsize>();
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn tag(&self, slot: usize) -> Tag {
-        Tag::decode(self.tag[slot].load(Ordering::Relaxed))
+        Tag::decode(self.tag[slot - self.first].load(Ordering::Relaxed))
     }
 
     #[inline]
     fn set_tag(&self, slot: usize, tag: Tag) {
-        self.tag[slot].store(tag.encode(), Ordering::Relaxed);
+        self.tag[slot - self.first].store(tag.encode(), Ordering::Relaxed);
     }
 
     /// Records a new run: `pad` padding slots from `start`, then the head, then body slots
     /// up to `start + count`. The caller holds the area lock and has just reserved the run.
+    #[inline(always)]
     pub(crate) fn write_run(&self, start: usize, count: usize, pad: usize, head: Head) {
-        debug_assert!(pad < count && start + count <= self.tag.len());
+        debug_assert!(pad < count && start >= self.first);
+        debug_assert!(start + count <= self.first + self.tag.len());
         debug_assert_eq!(head.slot, start + pad);
-        for slot in start..start + pad {
-            self.set_tag(slot, Tag::Pad);
+        if pad != 0 {
+            for slot in start..start + pad {
+                self.set_tag(slot, Tag::Pad);
+            }
         }
-        self.orig[head.slot].store(head.orig, Ordering::Relaxed);
-        self.len[head.slot].store(head.len as u32, Ordering::Relaxed);
+        self.orig[head.slot - self.first].store(head.orig, Ordering::Relaxed);
+        self.len[head.slot - self.first].store(head.len as u32, Ordering::Relaxed);
         self.set_tag(
             head.slot,
             Tag::Head {
@@ -199,26 +199,31 @@ impl Slots {
                 offset: head.offset,
             },
         );
-        for (back, slot) in (head.slot + 1..start + count).enumerate() {
-            self.set_tag(slot, Tag::Body { back: back + 1 });
+        if count > pad + 1 {
+            for (back, slot) in (head.slot + 1..start + count).enumerate() {
+                self.set_tag(slot, Tag::Body { back: back + 1 });
+            }
         }
     }
 
     /// Marks `start..start + count` free again. The caller holds the area lock.
+    #[inline(always)]
     pub(crate) fn clear_run(&self, start: usize, count: usize) {
         for slot in start..start + count {
             self.set_tag(slot, Tag::Free);
         }
     }
 
-    /// The head of the live run that holds `slot`, if `slot` holds data of one.
-    #[inline]
+    /// The head of the live run that holds `slot` (one of this area's), if `slot` holds
+    /// data of one.
+    #[inline(always)]
     pub(crate) fn head_of(&self, slot: usize) -> Option<Head> {
         let head = match self.tag(slot) {
             Tag::Head { .. } => slot,
-            // A body slot names its head; that slot must be a head, or the tags are not
-            // what this code wrote (which a caller race could show): refuse.
-            Tag::Body { back } => slot.checked_sub(back)?,
+            // A body slot names its head; that slot must be one of this area's and a head,
+            // or the tags are not what this code wrote (which a caller race could show):
+            // refuse.
+            Tag::Body { back } => slot.checked_sub(back).filter(|h| *h >= self.first)?,
             Tag::Free | Tag::Pad => return None,
         };
         match self.tag(head) {
@@ -226,14 +231,15 @@ impl Slots {
                 slot: head,
                 use_,
                 offset,
-                len: self.len[head].load(Ordering::Relaxed) as usize,
-                orig: self.orig[head].load(Ordering::Relaxed),
+                len: self.len[head - self.first].load(Ordering::Relaxed) as usize,
+                orig: self.orig[head - self.first].load(Ordering::Relaxed),
             }),
             _ => None,
         }
     }
 
     /// Number of padding slots directly in front of `head`, not looking before `floor`.
+    #[inline(always)]
     pub(crate) fn pad_before(&self, head: usize, floor: usize) -> usize {
         let mut pad = 0;
         while head - pad > floor && self.tag(head - pad - 1) == Tag::Pad {
@@ -280,7 +286,7 @@ mod tests {
 
     #[test]
     fn run_is_found_from_every_data_slot_and_padding_is_counted() {
-        let slots = Slots::new(16).unwrap();
+        let slots = Slots::new(0, 16).unwrap();
         let head = Head {
             slot: 5,
             use_: Use::Stream(Direction::ToDevice),

@@ -30,24 +30,72 @@ pub(crate) fn spin_hint() {
 
 #[cfg(loom)]
 mod mutex {
+    use core::ops::{Deref, DerefMut};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+
     /// loom's mutex behind the crate's mutex API.
     #[derive(Debug)]
-    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    pub(crate) struct Mutex<T> {
+        inner: loom::sync::Mutex<T>,
+        /// Touched after every acquire and release, only so that loom explores the window
+        /// between one thread's unlock and its next step: loom 0.7 does not treat a release
+        /// as a point where another thread may run first.
+        epoch: AtomicUsize,
+    }
 
-    pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+    /// A held [`Mutex`]; unlocks on drop.
+    #[derive(Debug)]
+    pub(crate) struct MutexGuard<'a, T> {
+        guard: Option<loom::sync::MutexGuard<'a, T>>,
+        epoch: &'a AtomicUsize,
+    }
 
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
-            Self(loom::sync::Mutex::new(value))
+            Self {
+                inner: loom::sync::Mutex::new(value),
+                epoch: AtomicUsize::new(0),
+            }
         }
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             // A poisoned lock means a model thread panicked: the model has failed already.
-            self.0.lock().expect("a loom model thread panicked")
+            let guard = self.inner.lock().expect("a loom model thread panicked");
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+            MutexGuard {
+                guard: Some(guard),
+                epoch: &self.epoch,
+            }
         }
 
         pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock().ok()
+            let guard = self.inner.try_lock().ok()?;
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+            Some(MutexGuard {
+                guard: Some(guard),
+                epoch: &self.epoch,
+            })
+        }
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+
+        fn deref(&self) -> &T {
+            self.guard.as_ref().expect("the guard is held until drop")
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            self.guard.as_mut().expect("the guard is held until drop")
+        }
+    }
+
+    impl<T> Drop for MutexGuard<'_, T> {
+        fn drop(&mut self) {
+            drop(self.guard.take());
+            self.epoch.load(Ordering::Relaxed);
         }
     }
 }

@@ -1,0 +1,287 @@
+//! Binding a pool to a type: the `static` a [`Hal`](virtio_drivers::Hal) without `self` finds
+//! its pool in.
+//!
+//! # Why a marker type per pool
+//!
+//! `Hal`'s functions are associated functions, so whatever they use must be reachable from
+//! the type alone. The choices were a const-generic index into one global table of pools
+//! (`SwiotlbHal<0>`, `SwiotlbHal<1>`) or a marker type per pool that names its own `static`.
+//! The marker wins: the name says which device's pool it is, two crates cannot both pick
+//! "slot 0" by accident, no table has a size to choose, and the lookup is one load from a
+//! `static` the compiler sees directly. [`bind_pool!`](crate::bind_pool) writes the marker
+//! and its `static` in one line.
+
+use crate::counters::Counters;
+use crate::policy::FullPolicy;
+use alloc::boxed::Box;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, Ordering};
+use swiotlb::{Constraints, Pool};
+use virtio_drivers::{PhysAddr, PAGE_SIZE};
+
+/// How a binding uses its pool.
+///
+/// # Examples
+///
+/// ```
+/// use core::time::Duration;
+/// use swiotlb::Constraints;
+/// use swiotlb_virtio::{FullPolicy, HalOptions};
+/// // A device that reaches only the low 4 GiB; shares wait up to 50 ms for room.
+/// let options = HalOptions::new()
+///     .constraints(Constraints::new().dma_limit(u32::MAX as u64))
+///     .when_full(FullPolicy::wait(Duration::from_millis(50)));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct HalOptions {
+    /// The device's addressing constraints, applied to shares and coherent allocations.
+    pub constraints: Constraints,
+    /// What a share does when the pool has no room.
+    pub full: FullPolicy,
+}
+
+impl HalOptions {
+    /// No constraints; [`FullPolicy::default`].
+    pub const fn new() -> Self {
+        Self {
+            constraints: Constraints::NONE,
+            full: FullPolicy::DEFAULT,
+        }
+    }
+
+    /// Sets [`constraints`](Self::constraints).
+    pub const fn constraints(mut self, constraints: Constraints) -> Self {
+        self.constraints = constraints;
+        self
+    }
+
+    /// Sets [`full`](Self::full).
+    pub const fn when_full(mut self, policy: FullPolicy) -> Self {
+        self.full = policy;
+        self
+    }
+}
+
+impl Default for HalOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a pool could not be registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The slot already has a pool: registration happens once.
+    AlreadyRegistered,
+    /// The pool's CPU and device addresses differ by something other than a multiple of
+    /// `virtio_drivers::PAGE_SIZE`, so a page-aligned device allocation would not be
+    /// page-aligned for the CPU (`Hal::dma_alloc` must return a page-aligned pointer).
+    Incongruent {
+        /// CPU address of the pool's first slot.
+        cpu: usize,
+        /// Device address of the pool's first slot.
+        dma: u64,
+    },
+    /// The pool holds device address 0, which `virtio-drivers` reads as a failed
+    /// `dma_alloc`.
+    HoldsAddressZero,
+}
+
+impl core::fmt::Display for BindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::AlreadyRegistered => f.write_str("this pool binding is already registered"),
+            Self::Incongruent { cpu, dma } => write!(
+                f,
+                "pool at CPU {cpu:#x} / device {dma:#x}: the two differ by other than a multiple \
+                 of {PAGE_SIZE} bytes, so coherent allocations cannot be page-aligned for both"
+            ),
+            Self::HoldsAddressZero => f.write_str(
+                "pool holds device address 0, which virtio-drivers reads as a failed allocation",
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for BindError {}
+
+/// A registered pool and its options; leaked at registration and never freed.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub(crate) pool: &'static Pool,
+    pub(crate) options: HalOptions,
+}
+
+/// Where a binding keeps its pool: a `static`, empty until [`PoolSlot::register`].
+///
+/// Usually written by [`bind_pool!`](crate::bind_pool); declare one by hand to implement
+/// [`PoolBinding`] yourself (for a custom `mmio_phys_to_virt`, say).
+#[derive(Debug)]
+pub struct PoolSlot {
+    registration: AtomicPtr<Registration>,
+    pub(crate) counters: Counters,
+}
+
+impl PoolSlot {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        Self {
+            registration: AtomicPtr::new(ptr::null_mut()),
+            counters: Counters::new(),
+        }
+    }
+
+    /// Puts `pool` in this slot, to be used with `options` from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`BindError`]: the slot is taken, or the pool cannot serve `virtio-drivers` (see the
+    /// variants). Nothing changes on error.
+    pub fn register(&self, pool: &'static Pool, options: HalOptions) -> Result<(), BindError> {
+        let start = pool.dma_range().start;
+        if start == 0 {
+            return Err(BindError::HoldsAddressZero);
+        }
+        // The pool holds at least one slot, so its first byte translates.
+        let cpu = pool.translate(start, 1).map_or(0, |p| p.as_ptr() as usize);
+        if (cpu as u64).wrapping_sub(start) & (PAGE_SIZE as u64 - 1) != 0 {
+            return Err(BindError::Incongruent { cpu, dma: start });
+        }
+        if !self.registration.load(Ordering::Acquire).is_null() {
+            return Err(BindError::AlreadyRegistered);
+        }
+        let fresh = Box::into_raw(Box::new(Registration { pool, options }));
+        match self.registration.compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                // SAFETY: `fresh` came from `Box::into_raw` just above and was never
+                // published (the exchange failed), so this is its only owner.
+                drop(unsafe { Box::from_raw(fresh) });
+                Err(BindError::AlreadyRegistered)
+            }
+        }
+    }
+
+    /// The registered pool, if any.
+    pub fn pool(&self) -> Option<&'static Pool> {
+        self.get().map(|r| r.pool)
+    }
+
+    /// The registered options, if any.
+    pub fn options(&self) -> Option<HalOptions> {
+        self.get().map(|r| r.options)
+    }
+
+    /// Figures of the shares and copies made through this slot so far (all zero without
+    /// the `counters` feature).
+    pub fn counters(&self) -> crate::HalCounters {
+        self.counters.snapshot()
+    }
+
+    pub(crate) fn get(&self) -> Option<&'static Registration> {
+        let registration = NonNull::new(self.registration.load(Ordering::Acquire))?;
+        // SAFETY: a non-null pointer here was published by `register` from `Box::into_raw`
+        // (the Acquire load pairs with its AcqRel exchange, so the contents are visible) and
+        // is never freed or written again.
+        Some(unsafe { registration.as_ref() })
+    }
+}
+
+impl Default for PoolSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A type that names a pool: the parameter of [`SwiotlbHal`](crate::SwiotlbHal).
+///
+/// `Hal`'s functions take no `self`, so the pool must be reachable from the type alone. A
+/// marker type per pool that names its own `static` was chosen over a const-generic index
+/// into one global table (`SwiotlbHal<0>`): the name says whose pool it is, two crates
+/// cannot both pick "slot 0" by accident, no table size has to be fixed in advance, and the
+/// lookup is one load from a `static`.
+///
+/// Write it with [`bind_pool!`](crate::bind_pool), or by hand to override
+/// [`mmio_phys_to_virt`](Self::mmio_phys_to_virt):
+///
+/// ```
+/// use core::ptr::NonNull;
+/// use swiotlb_virtio::{PoolBinding, PoolSlot};
+///
+/// struct NetPool;
+/// static NET_POOL: PoolSlot = PoolSlot::new();
+/// impl PoolBinding for NetPool {
+///     fn slot() -> &'static PoolSlot {
+///         &NET_POOL
+///     }
+///     unsafe fn mmio_phys_to_virt(paddr: u64, _size: usize) -> NonNull<u8> {
+///         // This platform maps MMIO at a fixed offset.
+///         NonNull::new((paddr + 0xffff_0000_0000_0000) as *mut u8).unwrap()
+///     }
+/// }
+/// ```
+pub trait PoolBinding: 'static {
+    /// The slot that holds this binding's pool.
+    fn slot() -> &'static PoolSlot;
+
+    /// Registers `pool` in this binding's slot ([`PoolSlot::register`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`PoolSlot::register`].
+    fn register(pool: &'static Pool, options: HalOptions) -> Result<(), BindError> {
+        Self::slot().register(pool, options)
+    }
+
+    /// The registered pool, if any.
+    fn pool() -> Option<&'static Pool> {
+        Self::slot().pool()
+    }
+
+    /// Figures of the shares and copies made through this binding.
+    fn counters() -> crate::HalCounters {
+        Self::slot().counters()
+    }
+
+    /// `Hal::mmio_phys_to_virt`: the CPU address of an MMIO region (PCI BARs only). The
+    /// default is the identity, for platforms that map MMIO at its physical address.
+    ///
+    /// # Safety
+    ///
+    /// As `Hal::mmio_phys_to_virt`: `paddr..paddr + size` is a valid MMIO region.
+    ///
+    /// # Panics
+    ///
+    /// The default panics for `paddr == 0`, which has no valid pointer.
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        let _ = size;
+        NonNull::new(paddr as usize as *mut u8).expect("MMIO region at physical address 0")
+    }
+}
+
+/// Declares a marker type bound to a pool: `bind_pool!(pub BlkPool);` makes a unit struct
+/// `BlkPool` with its own `static` [`PoolSlot`], implementing [`PoolBinding`]. Use it as
+/// `SwiotlbHal<BlkPool>`, and register its pool once with `BlkPool::register(pool, options)`.
+#[macro_export]
+macro_rules! bind_pool {
+    ($(#[$meta:meta])* $vis:vis $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        $vis struct $name;
+
+        impl $crate::PoolBinding for $name {
+            fn slot() -> &'static $crate::PoolSlot {
+                static SLOT: $crate::PoolSlot = $crate::PoolSlot::new();
+                &SLOT
+            }
+        }
+    };
+}

@@ -1,0 +1,180 @@
+//! [`virtio_drivers::Hal`] over a pool.
+
+use crate::binding::{PoolBinding, Registration};
+use core::any::type_name;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use swiotlb::{Attrs, Direction, MapError};
+use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
+
+/// A [`virtio_drivers::Hal`] that bounces every buffer through the pool bound to `B`.
+///
+/// - `share` maps the buffer (`DriverToDevice` as `ToDevice`, `DeviceToDriver` as
+///   `FromDevice`, `Both` as `Bidirectional`), which copies it into the pool whatever the
+///   direction, and returns the bounce buffer's device address. A full pool is handled by
+///   the binding's [`FullPolicy`](crate::FullPolicy); any other error panics.
+/// - `unshare` copies the bounce buffer back for `DeviceToDriver` and `Both` (the whole
+///   buffer: the `Hal` is not told how much the device wrote) and frees the slots.
+/// - `dma_alloc` / `dma_dealloc` are coherent pool allocations: zeroed, aligned in device
+///   space to their size's power-of-two page order, and page-aligned for the CPU because
+///   registration checked that the pool's CPU and device addresses are congruent modulo
+///   `PAGE_SIZE`. A failed allocation returns device address 0, which `virtio-drivers`
+///   turns into `Error::DmaError`.
+///
+/// The copy back goes to the buffer given to `share`. `virtio-drivers` passes that same
+/// buffer to `unshare` and keeps it valid and untouched in between (the contract of
+/// `VirtQueue::add` / `pop_used`); a caller of the `Hal` outside `virtio-drivers` must do
+/// the same.
+///
+/// # Panics
+///
+/// `share` and `unshare` before the binding's pool is registered; `share` when the pool is
+/// full for longer than the policy allows, or refuses the buffer for another reason (zero
+/// length, over [`max_mapping_size`](swiotlb::Pool::max_mapping_size), a buffer inside the
+/// pool); `unshare` of an address, length or direction that `share` did not return (a
+/// broken `Hal` contract).
+pub struct SwiotlbHal<B: PoolBinding>(PhantomData<fn() -> B>);
+
+impl<B: PoolBinding> core::fmt::Debug for SwiotlbHal<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SwiotlbHal<{}>", type_name::<B>())
+    }
+}
+
+/// The pool direction of a `virtio-drivers` buffer direction.
+pub const fn direction(d: BufferDirection) -> Direction {
+    match d {
+        BufferDirection::DriverToDevice => Direction::ToDevice,
+        BufferDirection::DeviceToDriver => Direction::FromDevice,
+        BufferDirection::Both => Direction::Bidirectional,
+    }
+}
+
+/// The registration of `B`, or a panic naming the binding.
+fn registered<B: PoolBinding>() -> &'static Registration {
+    match B::slot().get() {
+        Some(r) => r,
+        None => panic!(
+            "swiotlb-virtio: {} used before a pool was registered for it",
+            type_name::<B>()
+        ),
+    }
+}
+
+/// A failed `dma_alloc`, as `virtio-drivers` recognises it.
+fn no_allocation() -> (PhysAddr, NonNull<u8>) {
+    (0, NonNull::dangling())
+}
+
+// SAFETY: `dma_alloc` returns pool memory that the allocator reserved for this allocation
+// alone until `dma_dealloc` frees it (so it aliases nothing), zeroed by `Pool::alloc`, and
+// page-aligned: `Pool::alloc` aligns the device address to at least a page and registration
+// checked that CPU and device addresses differ by a multiple of `PAGE_SIZE`. `share`
+// returns the device address of a bounce buffer holding the buffer's bytes; `unshare`
+// copies it back (for device-writable directions) before the slots are freed.
+// `mmio_phys_to_virt` is the binding's, whose own contract states the same requirement.
+unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let slot = B::slot();
+        let Some(reg) = slot.get() else {
+            slot.counters.allocated(None);
+            return no_allocation();
+        };
+        let Some(size) = pages.checked_mul(PAGE_SIZE) else {
+            slot.counters.allocated(None);
+            return no_allocation();
+        };
+        match reg.pool.alloc(size, &reg.options.constraints) {
+            Ok(c) => {
+                debug_assert_eq!(c.cpu.as_ptr() as usize % PAGE_SIZE, 0);
+                slot.counters.allocated(Some(pages));
+                (c.dma, c.cpu)
+            }
+            Err(_) => {
+                slot.counters.allocated(None);
+                no_allocation()
+            }
+        }
+    }
+
+    unsafe fn dma_dealloc(paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
+        let Some(reg) = B::slot().get() else {
+            return -1;
+        };
+        let Some(size) = pages.checked_mul(PAGE_SIZE) else {
+            return -1;
+        };
+        // A `vaddr` that is not this allocation's means a broken contract: refuse.
+        if reg.pool.translate(paddr, size) != Some(vaddr) {
+            return -1;
+        }
+        match reg.pool.free(paddr, size) {
+            Ok(()) => 0,
+            Err(_) => -1,
+        }
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        // SAFETY: our caller promises `paddr..paddr + size` is a valid MMIO region, which is
+        // the binding's precondition too.
+        unsafe { B::mmio_phys_to_virt(paddr, size) }
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, dir: BufferDirection) -> PhysAddr {
+        let slot = B::slot();
+        let reg = registered::<B>();
+        let dir = direction(dir);
+        let len = buffer.len();
+        // Ok(Ok): mapped; Ok(Err): an error waiting cannot cure; Err: full, try again.
+        let outcome = reg.options.full.retry(|| {
+            // SAFETY: the caller gives a valid buffer, readable (and writable unless it is
+            // driver-to-device, which we map `ToDevice` and never write), and
+            // `virtio-drivers` keeps it valid and untouched until the matching `unshare`,
+            // which unmaps it (VirtQueue::add's contract).
+            match unsafe { reg.pool.map(buffer, dir, &reg.options.constraints) } {
+                Ok(dma) => Ok(Ok(dma)),
+                Err(e @ MapError::Full { .. }) => Err(e),
+                Err(e) => Ok(Err(e)),
+            }
+        });
+        match outcome {
+            Ok((Ok(dma), waited)) => {
+                slot.counters.shared(len, waited);
+                dma
+            }
+            Ok((Err(e), _)) => panic!(
+                "swiotlb-virtio: {}: cannot share {len} bytes {dir:?}: {e}",
+                type_name::<B>()
+            ),
+            Err((e, waited)) => {
+                let stats = reg.pool.stats();
+                panic!(
+                    "swiotlb-virtio: {}: pool still full after waiting {waited:?}: {e}; \
+                     high water {} slots, {} failed maps",
+                    type_name::<B>(),
+                    stats.high_water,
+                    stats.failed_maps
+                )
+            }
+        }
+    }
+
+    unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, dir: BufferDirection) {
+        let slot = B::slot();
+        let reg = registered::<B>();
+        let dir = direction(dir);
+        let len = buffer.len();
+        // SAFETY: `paddr` is what `share` returned for this buffer (caller's promise), whose
+        // original is still valid and untouched (VirtQueue's contract), so the copy back
+        // writes memory the driver lent us for exactly this.
+        let result = unsafe { reg.pool.unmap(paddr, len, dir, Attrs::NONE) };
+        if let Err(e) = result {
+            panic!(
+                "swiotlb-virtio: {}: unshare of {paddr:#x} ({len} bytes, {dir:?}) refused: {e}",
+                type_name::<B>()
+            );
+        }
+        slot.counters
+            .unshared(if dir.from_device() { len } else { 0 });
+    }
+}

@@ -1,0 +1,91 @@
+//! Route every virtqueue buffer through a [`swiotlb`] pool, so a virtio device without an
+//! IOMMU only ever sees bounce addresses and the rest of the guest's memory stays private.
+//!
+//! Two ways in:
+//!
+//! - [`SwiotlbHal`]: a [`virtio_drivers::Hal`] backed by a pool. `share` maps each buffer in
+//!   its direction (copying it into the pool), `unshare` copies back what the device may
+//!   have written and frees the slots, `dma_alloc` / `dma_dealloc` take the rings from the
+//!   pool as coherent allocations. Every `virtio-drivers` driver (block, console, net, rng,
+//!   gpu, socket, ...) then works unchanged.
+//! - [`map_sg`]: a scatter-gather list of buffers for any other virtqueue implementation,
+//!   mapped all-or-nothing and unmapped with the used length the device reported, copying
+//!   back only the bytes the device claims to have written (clamped to the buffers: the
+//!   device is not trusted).
+//!
+//! The mapping rules are SEMANTICS.md's "virtio" section: driver-readable ("out") buffers
+//! are `ToDevice`, device-writable ("in") buffers `FromDevice`, an indirect descriptor table
+//! is itself a `ToDevice` mapping, rings are coherent allocations from the pool.
+//!
+//! # Binding a pool to a `Hal`
+//!
+//! `Hal`'s functions take no `self`, so the pool is found through the type: a marker type
+//! made by [`bind_pool!`] owns a `static` [`PoolSlot`], registered once at start-up.
+//!
+//! ```
+//! use swiotlb::{Config, Pool};
+//! use swiotlb_virtio::{bind_pool, HalOptions, PoolBinding, SwiotlbHal};
+//!
+//! bind_pool!(pub BlkPool);
+//! type BlkHal = SwiotlbHal<BlkPool>;
+//!
+//! // At start-up: a pool over the memory the host may see (here, any heap memory).
+//! let pool: &'static Pool = Box::leak(Box::new(Pool::allocate(1 << 20, Config::new())?));
+//! BlkPool::register(pool, HalOptions::new())?;
+//!
+//! // Then, for instance: VirtIOBlk::<BlkHal, _>::new(transport)
+//! # let _ = core::marker::PhantomData::<BlkHal>;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Several devices can have several pools (one marker each), or share one pool through
+//! several markers (each with its own [`Constraints`](swiotlb::Constraints)).
+//!
+//! # When the pool is full
+//!
+//! `Hal::share` cannot fail, so a share that finds the pool full waits for another thread
+//! to free room, with exponential backoff, for at most [`FullPolicy`]'s bound, then panics
+//! with the pool's figures. Any other mapping error (a buffer over
+//! [`Pool::max_mapping_size`](swiotlb::Pool::max_mapping_size), say) panics at once: waiting
+//! cannot help. `dma_alloc` does not wait: it reports failure, and the driver returns
+//! `Error::DmaError`. [`map_sg`] never waits or panics: it returns the error.
+//!
+//! # Features
+//!
+//! | feature      | default | adds                                                       |
+//! |--------------|---------|------------------------------------------------------------|
+//! | `std`        | yes     | the default [`FullPolicy`] sleeps between retries instead of spinning |
+//! | `counters`   | no      | [`PoolSlot::counters`]: shares, waits, bytes copied each way |
+//! | `test-utils` | no      | [`testing`]: a transport whose device is a rust-vmm model that can only reach the pool |
+//!
+//! Without `std` the crate needs only `core` and `alloc`.
+#![no_std]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    missing_docs,
+    clippy::undocumented_unsafe_blocks,
+    rust_2018_idioms
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+#[macro_use]
+extern crate std;
+
+mod binding;
+mod counters;
+mod hal;
+mod policy;
+mod sg;
+#[cfg(feature = "test-utils")]
+pub mod testing;
+
+pub use binding::{BindError, HalOptions, PoolBinding, PoolSlot};
+pub use counters::HalCounters;
+pub use hal::{direction, SwiotlbHal};
+pub use policy::FullPolicy;
+pub use sg::{map_sg, Completion, MappedSg, Segment, SgBuf, SgError, DESC_F_NEXT, DESC_F_WRITE};
+
+/// The `virtio-drivers` crate this one implements [`Hal`](virtio_drivers::Hal) for.
+pub use virtio_drivers;

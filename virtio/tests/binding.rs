@@ -1,0 +1,166 @@
+//! Registration: once per binding, only pools `virtio-drivers` can use, several pools side
+//! by side.
+
+mod common;
+
+use common::{assert_idle, pattern, region, DMA_BASE};
+use core::ptr::NonNull;
+use std::alloc::{alloc_zeroed, Layout};
+use swiotlb::{Config, Constraints, Pool};
+use swiotlb_virtio::testing::{BlockDevice, DmaRegion, TransportBuilder};
+use swiotlb_virtio::{bind_pool, BindError, HalOptions, PoolBinding, SwiotlbHal};
+use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::{BufferDirection, Error, Hal};
+
+/// A leaked pool over fresh page-aligned memory, CPU address offset by `cpu_skew`.
+fn raw_pool(dma_base: u64, cpu_skew: usize) -> &'static Pool {
+    let layout = Layout::from_size_align(64 << 10, 4096).unwrap();
+    // SAFETY: non-zero size.
+    let mem = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+    // SAFETY: `mem + cpu_skew ..` lies in the allocation, which is leaked: only the pool
+    // ever touches it.
+    let pool = unsafe {
+        Pool::new(
+            NonNull::new_unchecked(mem.as_ptr().add(cpu_skew)),
+            dma_base,
+            (64 << 10) - cpu_skew,
+            Config::new(),
+        )
+    }
+    .unwrap();
+    Box::leak(Box::new(pool))
+}
+
+#[test]
+fn a_binding_registers_once() {
+    bind_pool!(P);
+    let region = region(64 << 10);
+    assert!(P::pool().is_none());
+    P::register(region.pool(), HalOptions::new()).unwrap();
+    assert!(core::ptr::eq(P::pool().unwrap(), region.pool()));
+    let other = common::region(64 << 10);
+    assert_eq!(
+        P::register(other.pool(), HalOptions::new()),
+        Err(BindError::AlreadyRegistered)
+    );
+    // The first registration stands.
+    assert!(core::ptr::eq(P::pool().unwrap(), region.pool()));
+    assert_idle(region.pool());
+    assert_idle(other.pool());
+}
+
+#[test]
+fn pools_that_cannot_give_page_aligned_rings_are_refused() {
+    bind_pool!(P);
+    // CPU and device addresses 2 KiB apart modulo a page.
+    let skewed = raw_pool(DMA_BASE, 2048);
+    let err = P::register(skewed, HalOptions::new()).unwrap_err();
+    assert!(
+        matches!(err, BindError::Incongruent { dma, .. } if dma == DMA_BASE),
+        "{err}"
+    );
+    // Device address 0 reads as a failed allocation to virtio-drivers.
+    let at_zero = raw_pool(0, 0);
+    assert_eq!(
+        P::register(at_zero, HalOptions::new()),
+        Err(BindError::HoldsAddressZero)
+    );
+    assert!(P::pool().is_none());
+    // A congruent pool elsewhere is fine.
+    assert_eq!(
+        P::register(raw_pool(0x1234_5000, 0), HalOptions::new()),
+        Ok(())
+    );
+}
+
+#[test]
+fn an_unregistered_binding_fails_driver_init_cleanly() {
+    bind_pool!(P);
+    let region = region(64 << 10);
+    let (transport, _device) = TransportBuilder::new(BlockDevice::new(8), region).build();
+    assert_eq!(
+        VirtIOBlk::<SwiotlbHal<P>, _>::new(transport).err(),
+        Some(Error::DmaError)
+    );
+    assert_idle(region.pool());
+}
+
+#[test]
+#[should_panic(expected = "used before a pool was registered")]
+fn an_unregistered_binding_panics_on_share() {
+    bind_pool!(P);
+    let buf = [0u8; 8];
+    // SAFETY: `buf` is valid for the call.
+    unsafe { SwiotlbHal::<P>::share(NonNull::from(&buf[..]), BufferDirection::DriverToDevice) };
+}
+
+/// Two devices, two pools, two bindings: each device's buffers land in its own pool only
+/// (each device model can reach only its pool, and would fail otherwise).
+#[test]
+fn two_pools_for_two_devices() {
+    bind_pool!(First);
+    bind_pool!(Second);
+    let a = region(256 << 10);
+    let b = DmaRegion::leak(256 << 10, 0x7f_0000_0000, Config::new().areas(1)).unwrap();
+    First::register(a.pool(), HalOptions::new()).unwrap();
+    Second::register(b.pool(), HalOptions::new()).unwrap();
+    let (ta, da) = TransportBuilder::new(BlockDevice::new(64), a).build();
+    let (tb, db) = TransportBuilder::new(BlockDevice::new(64), b).build();
+    let mut blk_a = VirtIOBlk::<SwiotlbHal<First>, _>::new(ta).unwrap();
+    let mut blk_b = VirtIOBlk::<SwiotlbHal<Second>, _>::new(tb).unwrap();
+    let (x, y) = (pattern(4096, 1), pattern(4096, 2));
+    blk_a.write_blocks(0, &x).unwrap();
+    blk_b.write_blocks(0, &y).unwrap();
+    let mut back = vec![0u8; 4096];
+    blk_a.read_blocks(0, &mut back).unwrap();
+    assert_eq!(back, x);
+    blk_b.read_blocks(0, &mut back).unwrap();
+    assert_eq!(back, y);
+    assert!(da.failure().is_none() && db.failure().is_none());
+    assert_eq!(First::counters().shares, 6);
+    assert_eq!(Second::counters().shares, 6);
+    drop((blk_a, blk_b));
+    assert_idle(a.pool());
+    assert_idle(b.pool());
+}
+
+/// The binding's constraints reach the pool: a device limited to the pool's first 64 KiB
+/// gets every ring and buffer there.
+#[test]
+fn the_bindings_constraints_apply_to_shares_and_rings() {
+    bind_pool!(P);
+    let region = region(256 << 10);
+    let limit = common::DMA_BASE + (64 << 10) - 1;
+    P::register(
+        region.pool(),
+        HalOptions::new().constraints(Constraints::new().dma_limit(limit)),
+    )
+    .unwrap();
+    let (transport, _device) = TransportBuilder::new(BlockDevice::new(64), region).build();
+    let mut blk = VirtIOBlk::<SwiotlbHal<P>, _>::new(transport).unwrap();
+    // Fits under the limit.
+    blk.write_blocks(0, &pattern(16 << 10, 3)).unwrap();
+    let buf = [1u8; 4096];
+    // SAFETY: `buf` is valid until the unshare below.
+    let dma =
+        unsafe { SwiotlbHal::<P>::share(NonNull::from(&buf[..]), BufferDirection::DriverToDevice) };
+    assert!(dma + 4096 - 1 <= limit);
+    // SAFETY: the share above, same buffer and direction.
+    unsafe {
+        SwiotlbHal::<P>::unshare(
+            dma,
+            NonNull::from(&buf[..]),
+            BufferDirection::DriverToDevice,
+        )
+    };
+    // And coherent allocations.
+    let (paddr, vaddr) = SwiotlbHal::<P>::dma_alloc(1, BufferDirection::Both);
+    assert!(paddr != 0 && paddr + 4096 - 1 <= limit);
+    // SAFETY: just allocated, with these values.
+    assert_eq!(unsafe { SwiotlbHal::<P>::dma_dealloc(paddr, vaddr, 1) }, 0);
+    // A second dealloc is refused, not a double free.
+    // SAFETY: a contract breach on purpose: the Hal must refuse it.
+    assert_eq!(unsafe { SwiotlbHal::<P>::dma_dealloc(paddr, vaddr, 1) }, -1);
+    drop(blk);
+    assert_idle(region.pool());
+}
