@@ -115,6 +115,22 @@ pub struct Stats {
     pub areas: usize,
 }
 
+/// The error for a call that wanted a coherent allocation (`coherent`) or a streaming
+/// mapping and found the other.
+fn wrong_kind(dma: DmaAddr, coherent: bool) -> LookupError {
+    let (coherent_name, streaming_name) = ("coherent allocation", "streaming mapping");
+    let (expected, actual) = if coherent {
+        (coherent_name, streaming_name)
+    } else {
+        (streaming_name, coherent_name)
+    };
+    LookupError::WrongKind {
+        dma,
+        expected,
+        actual,
+    }
+}
+
 /// A live run found from a device address.
 #[derive(Clone, Copy)]
 struct Found<'a> {
@@ -805,22 +821,19 @@ impl Pool {
         Ok(self.slot_dma(head) + req.offset as u64)
     }
 
-    /// The live streaming mapping that starts at `dma`, checked against `len` and `dir`.
-    fn find_start(
+    /// The live run that starts at `dma`, is `len` bytes long, and is a coherent
+    /// allocation or a streaming mapping as `coherent` says.
+    fn find_whole(
         &self,
         dma: DmaAddr,
         len: usize,
-        dir: Direction,
+        coherent: bool,
     ) -> Result<Found<'_>, LookupError> {
         let found = self.find(dma)?;
         let Found { head, start, .. } = found;
-        let Use::Stream(mapped) = head.use_ else {
-            return Err(LookupError::WrongKind {
-                dma,
-                expected: "streaming mapping",
-                actual: "coherent allocation",
-            });
-        };
+        if (head.use_ == Use::Coherent) != coherent {
+            return Err(wrong_kind(dma, coherent));
+        }
         if dma != start {
             return Err(LookupError::NotStart { dma, start });
         }
@@ -829,13 +842,6 @@ impl Pool {
                 dma,
                 mapped: head.len,
                 given: len,
-            });
-        }
-        if dir != mapped {
-            return Err(LookupError::DirectionMismatch {
-                dma,
-                mapped,
-                given: dir,
             });
         }
         Ok(found)
@@ -862,8 +868,17 @@ impl Pool {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
-        let found = self.find_start(dma, len, dir)?;
+        let found = self.find_whole(dma, len, false)?;
         let head = &found.head;
+        if let Use::Stream(mapped) = head.use_ {
+            if dir != mapped {
+                return Err(LookupError::DirectionMismatch {
+                    dma,
+                    mapped,
+                    given: dir,
+                });
+            }
+        }
         if dir.from_device() && !attrs.skip_cpu_sync {
             // SAFETY: the mapping is live and ours: its original is writable for `len`
             // bytes (caller's promise, made at map), and its data lies in the pool.
@@ -885,11 +900,7 @@ impl Pool {
         }
         let Found { head, start, .. } = self.find(dma)?;
         let Use::Stream(mapped) = head.use_ else {
-            return Err(LookupError::WrongKind {
-                dma,
-                expected: "streaming mapping",
-                actual: "coherent allocation",
-            });
+            return Err(wrong_kind(dma, false));
         };
         let offset = (dma - start) as usize;
         if len > head.len - offset {
@@ -1035,25 +1046,7 @@ impl Pool {
     /// [`LookupError`] if `dma` is not the start of a live coherent allocation of `size`
     /// bytes. Nothing changes on error.
     pub fn free(&self, dma: DmaAddr, size: usize) -> Result<(), LookupError> {
-        let found = self.find(dma)?;
-        let Found { head, start, .. } = found;
-        if head.use_ != Use::Coherent {
-            return Err(LookupError::WrongKind {
-                dma,
-                expected: "coherent allocation",
-                actual: "streaming mapping",
-            });
-        }
-        if dma != start {
-            return Err(LookupError::NotStart { dma, start });
-        }
-        if size != head.len {
-            return Err(LookupError::LengthMismatch {
-                dma,
-                mapped: head.len,
-                given: size,
-            });
-        }
+        let found = self.find_whole(dma, size, true)?;
         self.release(&found, dma)
     }
 }

@@ -134,6 +134,13 @@ pub enum ConstraintsChoice {
     Raw(u64, u64, u64),
 }
 
+/// Whether every mask of `c` is of the form `2^k - 1`, as the pool requires.
+fn masks_valid(c: &Constraints) -> bool {
+    [c.min_align_mask, c.alloc_align_mask, c.seg_boundary_mask]
+        .iter()
+        .all(|m| m & m.wrapping_add(1) == 0)
+}
+
 fn low_mask(bits: u8) -> u64 {
     if bits >= 64 {
         u64::MAX
@@ -850,9 +857,7 @@ impl Harness {
 
         // The model's prediction of the errors that come before any search.
         let max = self.pool.max_mapping_size(&c);
-        let masks_ok = [c.min_align_mask, c.alloc_align_mask, c.seg_boundary_mask]
-            .iter()
-            .all(|m| m & m.wrapping_add(1) == 0);
+        let masks_ok = masks_valid(&c);
         let slot = self.slot_size() as u64;
         let offset = if masks_ok {
             (orig_addr & c.min_align_mask & (c.alloc_align_mask | (slot - 1))) as usize
@@ -868,14 +873,7 @@ impl Harness {
         let matched = c.min_align_mask & !align;
         let placement_ok = move |a: u64| a & align == 0 && a & matched == orig_addr & matched;
 
-        match &result {
-            Ok(_) => self.tally.mapped += 1,
-            Err(MapError::Full { .. }) => self.tally.full += 1,
-            Err(MapError::Impossible { .. } | MapError::Unreachable { .. }) => {
-                self.tally.no_placement += 1
-            }
-            Err(_) => self.tally.refused += 1,
-        }
+        self.count_placement(&result, |t| &mut t.mapped);
         match result {
             Err(e) if len == 0 => assert_eq!(e, MapError::ZeroLength),
             Ok(_) if len == 0 => panic!("step {}: zero-length map succeeded", self.step),
@@ -884,9 +882,6 @@ impl Harness {
             Err(e) if len > max => assert_eq!(e, MapError::TooLarge { size: len, max }),
             Ok(_) if len > max => panic!("step {}: {len} bytes over max {max} mapped", self.step),
             Err(e) => {
-                if matches!(e, MapError::Full { .. }) {
-                    self.failed_maps += 1;
-                }
                 self.expect_no_room(slots, &c, &placement_ok, offset + len, &e);
             }
             Ok(dma) => {
@@ -1061,22 +1056,13 @@ impl Harness {
         let size = length(size, segment + 2 * self.slot_size());
         let c = choice.resolve(&self.pool);
         let result = self.pool.alloc(size, &c);
-        let masks_ok = [c.min_align_mask, c.alloc_align_mask, c.seg_boundary_mask]
-            .iter()
-            .all(|m| m & m.wrapping_add(1) == 0);
+        let masks_ok = masks_valid(&c);
         let slot = self.slot_size() as u64;
         let slots = size.div_ceil(slot as usize);
         let order = (size.div_ceil(4096).next_power_of_two() * 4096) as u64;
         let align = (order - 1) | c.alloc_align_mask | (slot - 1);
         let placement_ok = move |a: u64| a & align == 0;
-        match &result {
-            Ok(_) => self.tally.allocated += 1,
-            Err(MapError::Full { .. }) => self.tally.full += 1,
-            Err(MapError::Impossible { .. } | MapError::Unreachable { .. }) => {
-                self.tally.no_placement += 1
-            }
-            Err(_) => self.tally.refused += 1,
-        }
+        self.count_placement(&result, |t| &mut t.allocated);
         match result {
             Err(e) if size == 0 => assert_eq!(e, MapError::ZeroLength),
             Ok(_) if size == 0 => panic!("step {}: zero-size alloc succeeded", self.step),
@@ -1089,9 +1075,6 @@ impl Harness {
                 panic!("step {}: alloc over a segment succeeded", self.step)
             }
             Err(e) => {
-                if matches!(e, MapError::Full { .. }) {
-                    self.failed_maps += 1;
-                }
                 self.expect_no_room(slots, &c, &placement_ok, size, &e);
             }
             Ok(co) => {
@@ -1146,6 +1129,25 @@ impl Harness {
         self.count_lookup(&got, |t| &mut t.freed);
         if let Ok(i) = expected {
             self.release_model(i);
+        }
+    }
+
+    /// Counts the outcome of a map or allocation (a `Full` is also a failed map).
+    fn count_placement<T>(
+        &mut self,
+        got: &Result<T, MapError>,
+        ok: impl FnOnce(&mut Tally) -> &mut usize,
+    ) {
+        match got {
+            Ok(_) => *ok(&mut self.tally) += 1,
+            Err(MapError::Full { .. }) => {
+                self.tally.full += 1;
+                self.failed_maps += 1;
+            }
+            Err(MapError::Impossible { .. } | MapError::Unreachable { .. }) => {
+                self.tally.no_placement += 1
+            }
+            Err(_) => self.tally.refused += 1,
         }
     }
 
