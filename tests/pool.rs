@@ -76,6 +76,38 @@ fn coherent_allocations_never_share_a_slot() {
     assert_eq!(pool.stats().used_slots, 0);
 }
 
+/// Regression (found by `swiotlb-virtio`'s two-block-devices test): placed first fit, a
+/// long-lived coherent allocation (a virtqueue ring) lands right after whatever streaming
+/// mapping is live and splits the area's free space for good once that mapping goes. Placed
+/// from the top of the area down, it leaves the bottom in one piece.
+#[test]
+fn coherent_allocation_taken_while_a_mapping_is_live_does_not_split_the_free_space() {
+    // One area of two 128-slot segments.
+    let pool = pool(256);
+    let dma_base = pool.dma_range().start;
+    let mut big = Orig::new(100 * 2048, 0, 7);
+    let big_dma = big.map(&pool, Direction::ToDevice, &Constraints::NONE);
+    let ring = pool.alloc(8192, &Constraints::NONE).unwrap();
+    assert_eq!(
+        ring.dma + 8192,
+        pool.dma_range().end,
+        "the ring sits at the top of the area (the mapping is at {:#x})",
+        big_dma - dma_base
+    );
+    big.unmap(&pool, big_dma, Direction::ToDevice);
+    // Both segments are whole but for the ring's 4 slots: a segment-long mapping fits in
+    // the first, and one of 124 slots in the second.
+    let mut whole = Orig::new(128 * 2048, 0, 8);
+    let whole_dma = whole.map(&pool, Direction::ToDevice, &Constraints::NONE);
+    let mut rest = Orig::new(124 * 2048, 0, 9);
+    let rest_dma = rest.map(&pool, Direction::ToDevice, &Constraints::NONE);
+    assert_eq!(pool.stats().used_slots, 256);
+    rest.unmap(&pool, rest_dma, Direction::ToDevice);
+    whole.unmap(&pool, whole_dma, Direction::ToDevice);
+    pool.free(ring.dma, 8192).unwrap();
+    assert_eq!(pool.stats().used_slots, 0);
+}
+
 #[test]
 fn coherent_allocations_obey_limit_boundary_and_larger_alignment() {
     let pool = pool(1024);
