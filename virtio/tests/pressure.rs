@@ -155,7 +155,14 @@ fn panic_policy_gives_up_without_waiting() {
         // SAFETY: `buf` is valid for the call.
         unsafe { SwiotlbHal::<P>::share(NonNull::from(&buf[..]), BufferDirection::DriverToDevice) }
     });
-    assert!(outcome.is_err());
+    let payload = outcome.expect_err("a share into a full pool panics");
+    let message = payload
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(
+        message.contains("pool still full after waiting 0ns") && message.contains("failed maps"),
+        "{message}"
+    );
     assert_eq!(PAUSES.load(Ordering::Relaxed), 0);
     sg.unmap(0).unwrap();
     assert_idle(pool);
