@@ -12,7 +12,7 @@
 use std::time::Instant;
 use swiotlb::Config;
 use swiotlb_virtio::testing::{BlockDevice, DmaRegion, Mode, TransportBuilder, SECTOR_SIZE};
-use swiotlb_virtio::{bind_pool, HalCounters, HalOptions, PoolBinding, SwiotlbHal};
+use swiotlb_virtio::{bind_pool, HalOptions, PoolBinding, SwiotlbHal};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, VirtIOBlk};
 
 bind_pool!(BlkPool);
@@ -35,7 +35,16 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn report(name: &str, payload: u64, requests: u64, secs: f64, c: &HalCounters) {
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Runs one phase (`requests` requests moving `payload` bytes in all) and prints its
+/// throughput and what the Hal copied meanwhile.
+fn phase(name: &str, payload: u64, requests: u64, run: impl FnOnce() -> Result) -> Result {
+    let before = BlkPool::counters();
+    let t = Instant::now();
+    run()?;
+    let secs = t.elapsed().as_secs_f64();
+    let c = BlkPool::counters().since(&before);
     let mib = payload as f64 / (1 << 20) as f64;
     println!(
         "{name:<34} {:>8.1} MiB/s  {requests:>6} req  copied in {:>6.3} x, out {:>6.3} x payload  \
@@ -47,9 +56,10 @@ fn report(name: &str, payload: u64, requests: u64, secs: f64, c: &HalCounters) {
         c.bytes_copied_out as f64 / requests as f64,
         payload as f64 / requests as f64,
     );
+    Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result {
     let mib_per_phase: u64 = std::env::args()
         .nth(1)
         .map(|a| a.parse())
@@ -75,49 +85,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .indirect(indirect)
             .build();
         let mut blk = VirtIOBlk::<Hal, _>::new(transport)?;
+        let mode = if indirect { "indirect" } else { "direct" };
         for size in [4096usize, 65536] {
             let count = (mib_per_phase << 20) / size as u64;
             let data = pattern(size, size as u64);
             let sectors = size / SECTOR_SIZE;
             let span = DISK_SECTORS as usize / sectors;
-            let before = BlkPool::counters();
-            let t = Instant::now();
-            for i in 0..count as usize {
-                blk.write_blocks(i % span * sectors, &data)?;
-            }
-            let secs = t.elapsed().as_secs_f64();
-            let label = format!(
-                "write {:>2} KiB, {}",
-                size >> 10,
-                if indirect { "indirect" } else { "direct" }
-            );
-            report(
-                &label,
-                count * size as u64,
+            let kib = size >> 10;
+            let payload = count * size as u64;
+            phase(
+                &format!("write {kib:>2} KiB, {mode}"),
+                payload,
                 count,
-                secs,
-                &BlkPool::counters().since(&before),
-            );
+                || {
+                    for i in 0..count as usize {
+                        blk.write_blocks(i % span * sectors, &data)?;
+                    }
+                    Ok(())
+                },
+            )?;
             let mut back = vec![0u8; size];
-            let before = BlkPool::counters();
-            let t = Instant::now();
-            for i in 0..count as usize {
-                blk.read_blocks(i % span * sectors, &mut back)?;
-            }
-            let secs = t.elapsed().as_secs_f64();
-            assert_eq!(back, data, "read back differs");
-            let label = format!(
-                "read  {:>2} KiB, {}",
-                size >> 10,
-                if indirect { "indirect" } else { "direct" }
-            );
-            report(
-                &label,
-                count * size as u64,
+            phase(
+                &format!("read  {kib:>2} KiB, {mode}"),
+                payload,
                 count,
-                secs,
-                &BlkPool::counters().since(&before),
-            );
+                || {
+                    for i in 0..count as usize {
+                        blk.read_blocks(i % span * sectors, &mut back)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            assert_eq!(back, data, "read back differs");
         }
         assert!(device.failure().is_none());
     }
@@ -133,37 +132,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let datas: Vec<Vec<u8>> = (0..IN_FLIGHT).map(|i| pattern(size, i as u64)).collect();
     let mut reqs: Vec<BlkReq> = (0..IN_FLIGHT).map(|_| BlkReq::default()).collect();
     let mut resps: Vec<BlkResp> = (0..IN_FLIGHT).map(|_| BlkResp::default()).collect();
-    let before = BlkPool::counters();
-    let t = Instant::now();
-    for b in 0..batches as usize {
-        let mut tokens = Vec::with_capacity(IN_FLIGHT);
-        for i in 0..IN_FLIGHT {
-            let sector = ((b * IN_FLIGHT + i) * size / SECTOR_SIZE) % DISK_SECTORS as usize;
-            // SAFETY: request i's buffers are untouched until it completes below.
-            tokens.push(unsafe {
-                blk.write_blocks_nb(sector, &mut reqs[i], &datas[i], &mut resps[i])
-            }?);
-        }
-        device.process()?;
-        while let Some(token) = blk.peek_used() {
-            let i = tokens
-                .iter()
-                .position(|&t| t == token)
-                .expect("known token");
-            // SAFETY: the buffers given to write_blocks_nb for this token.
-            unsafe { blk.complete_write_blocks(token, &reqs[i], &datas[i], &mut resps[i]) }?;
-            assert_eq!(resps[i].status(), RespStatus::OK);
-        }
-    }
-    let secs = t.elapsed().as_secs_f64();
     let requests = batches * IN_FLIGHT as u64;
-    report(
-        &format!("write 64 KiB, {IN_FLIGHT} in flight"),
-        requests * size as u64,
-        requests,
-        secs,
-        &BlkPool::counters().since(&before),
-    );
+    let name = format!("write 64 KiB, {IN_FLIGHT} in flight");
+    phase(&name, requests * size as u64, requests, || {
+        for b in 0..batches as usize {
+            let mut tokens = Vec::with_capacity(IN_FLIGHT);
+            for i in 0..IN_FLIGHT {
+                let sector = ((b * IN_FLIGHT + i) * size / SECTOR_SIZE) % DISK_SECTORS as usize;
+                // SAFETY: request i's buffers are untouched until it completes below.
+                tokens.push(unsafe {
+                    blk.write_blocks_nb(sector, &mut reqs[i], &datas[i], &mut resps[i])
+                }?);
+            }
+            device.process()?;
+            while let Some(token) = blk.peek_used() {
+                let i = tokens
+                    .iter()
+                    .position(|&t| t == token)
+                    .expect("known token");
+                // SAFETY: the buffers given to write_blocks_nb for this token.
+                unsafe { blk.complete_write_blocks(token, &reqs[i], &datas[i], &mut resps[i]) }?;
+                assert_eq!(resps[i].status(), RespStatus::OK);
+            }
+        }
+        Ok(())
+    })?;
     assert!(device.failure().is_none());
     drop(blk);
 
