@@ -3,7 +3,7 @@
 //! Every error is returned before the pool changes: a failed call leaves every slot, every
 //! byte of the pool and every statistic except [`Stats::failed_maps`](crate::Stats) as it was.
 
-use crate::{Direction, DmaAddr};
+use crate::request::{Direction, DmaAddr};
 
 /// A pool configuration or region that cannot work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -34,8 +34,8 @@
 //! (14-bit distance), which also keeps every mapping length within `u32`.
 
 use crate::padded::Padded;
+use crate::request::Direction;
 use crate::sync::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
-use crate::Direction;
 
 /// Largest slot size the tag's offset field can describe.
 pub(crate) const MAX_SLOT_SIZE: usize = 1 << 12;

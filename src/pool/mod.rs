@@ -1,0 +1,407 @@
+//! The pool: one region carved into slots. This file holds the pool itself, its
+//! construction, geometry and address arithmetic; each kind of work has its own file:
+//!
+//! - [`placement`]: turning a request into slot terms, finding and reserving a run,
+//!   giving it back;
+//! - [`streaming`]: map / unmap / sync;
+//! - [`coherent`]: alloc / free;
+//! - [`stats`]: the figures.
+
+mod coherent;
+mod placement;
+mod stats;
+mod streaming;
+
+pub use coherent::Coherent;
+pub use stats::Stats;
+
+use crate::area::Area;
+use crate::config::Config;
+use crate::error::{ConfigError, LookupError};
+use crate::request::{Direction, DmaAddr};
+use crate::slot::{Head, Slots, Use};
+use crate::sync::AtomicUsize;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::ops::Range;
+use core::ptr::NonNull;
+use crossbeam_utils::CachePadded;
+
+/// A bounce pool: a region of memory the device can address, carved into slots, with the
+/// bookkeeping (kept outside the region) to map buffers through it.
+///
+/// All methods take `&self`; share a pool between threads with a reference, an `Arc` or a
+/// `static`.
+///
+/// # Memory the device can see
+///
+/// The pool never forms a reference to its region: every byte is moved by raw-pointer
+/// copies, each byte read once per operation, and no value read from the region steers the
+/// allocator. What a device writes there can corrupt only the data of its own mappings.
+pub struct Pool {
+    /// CPU address of slot 0.
+    cpu: NonNull<u8>,
+    /// Device address of slot 0 (a multiple of the slot size).
+    dma: DmaAddr,
+    slot_shift: u32,
+    slots_total: usize,
+    segment_slots: usize,
+    /// log2 of `segment_slots`.
+    segment_shift: u32,
+    page_size: usize,
+    scrub: bool,
+    hint: fn() -> usize,
+    areas: Box<[CachePadded<Area>]>,
+    /// Area of each segment, by device segment number minus the first one's.
+    segment_area: Box<[u8]>,
+    first_segment: u64,
+    high_water: CachePadded<AtomicUsize>,
+    failed_maps: AtomicUsize,
+    #[cfg(feature = "std")]
+    owned: Option<(NonNull<u8>, core::alloc::Layout)>,
+}
+
+// SAFETY: the region behind `cpu` is only touched through raw-pointer copies by whoever
+// holds the mapping that covers the bytes (the slot reservation protocol, under the area
+// locks, hands each run to one owner); every other field is immutable after construction
+// or an atomic or a lock.
+unsafe impl Send for Pool {}
+// SAFETY: as for `Send`: `&Pool` gives no unsynchronised access to anything.
+unsafe impl Sync for Pool {}
+
+/// What [`Pool::lookup`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Device address of the first byte of data.
+    pub dma: DmaAddr,
+    /// Length in bytes.
+    pub len: usize,
+    /// Streaming mapping or coherent allocation.
+    pub kind: MappingKind,
+}
+
+/// The kind of a [`Mapping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingKind {
+    /// Made by [`Pool::map`].
+    Streaming {
+        /// Its direction.
+        dir: Direction,
+        /// CPU address of the original buffer.
+        orig: usize,
+    },
+    /// Made by [`Pool::alloc`].
+    Coherent,
+}
+
+/// A live run found from a device address.
+#[derive(Clone, Copy)]
+pub(super) struct Found<'a> {
+    pub(super) area: &'a Area,
+    pub(super) head: Head,
+    /// Device address of its data.
+    pub(super) start: DmaAddr,
+}
+
+impl Pool {
+    /// Builds a pool over `size` bytes of memory at CPU address `cpu` and device address
+    /// `dma_base`.
+    ///
+    /// If `dma_base` is not a multiple of the slot size, the bytes up to the next multiple
+    /// are left out, so that every slot is slot-aligned in device space; a partial slot at
+    /// the end is left out too. Page and larger alignments are computed on device addresses
+    /// and hold wherever the region starts.
+    ///
+    /// Segments are aligned in device space too (so that an allocation aligned to a whole
+    /// segment can exist). A region that is not aligned to `slot_size * segment_slots` in
+    /// device space therefore starts and ends with a partial segment, which cannot hold a
+    /// mapping as large as a full one; align the region to a segment to avoid that.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for an invalid configuration, a region that wraps or holds no slot,
+    /// or metadata that cannot be allocated.
+    ///
+    /// # Safety
+    ///
+    /// For as long as the pool lives:
+    /// - `cpu..cpu + size` is valid for reads and writes, and nothing in the program reads or
+    ///   writes it except through this pool (and the pointers it hands out);
+    /// - the device sees that memory at `dma_base..dma_base + size`.
+    ///
+    /// The device may read and write the region at any time: the pool assumes nothing
+    /// about its contents.
+    pub unsafe fn new(
+        cpu: NonNull<u8>,
+        dma_base: DmaAddr,
+        size: usize,
+        config: Config,
+    ) -> Result<Self, ConfigError> {
+        let want_areas = config.check()?;
+        let slot = config.get_slot_size();
+        let wraps = ConfigError::Wraps { size, dma_base };
+        if (cpu.as_ptr() as usize).checked_add(size).is_none() {
+            return Err(wraps);
+        }
+        let end = dma_base.checked_add(size as u64).ok_or(wraps)?;
+        let skip = dma_base.wrapping_neg() & (slot as u64 - 1);
+        let too_small = ConfigError::TooSmall {
+            size,
+            dma_base,
+            slot_size: slot,
+        };
+        if end - dma_base < skip + slot as u64 {
+            return Err(too_small);
+        }
+        let skip = skip as usize;
+        let slots_total = (size - skip) / slot;
+        let dma = dma_base + skip as u64;
+        // SAFETY: `skip < size`, so the result is inside the region the caller vouched for,
+        // and the addition cannot wrap (checked above); it is not null because the region
+        // does not wrap past zero.
+        let cpu = unsafe { NonNull::new_unchecked(cpu.as_ptr().add(skip)) };
+
+        let slot_shift = slot.trailing_zeros();
+        let seg = config.get_segment_slots() as u64;
+        let origin = dma >> slot_shift;
+        let first_segment = origin / seg;
+        let segments = ((origin + slots_total as u64 - 1) / seg - first_segment + 1) as usize;
+        // A power of two, and no more areas than segments.
+        let nareas = want_areas.min(1 << segments.ilog2());
+
+        let mut areas = Vec::new();
+        areas
+            .try_reserve_exact(nareas)
+            .map_err(|_| ConfigError::OutOfMemory(nareas * core::mem::size_of::<Area>()))?;
+        let mut segment_area = Vec::new();
+        segment_area
+            .try_reserve_exact(segments)
+            .map_err(|_| ConfigError::OutOfMemory(segments))?;
+        for k in 0..nareas {
+            let lo = k * segments / nareas;
+            let hi = (k + 1) * segments / nareas;
+            let slot_at = |s: usize| {
+                let dev = (first_segment + s as u64) * seg;
+                (dev.saturating_sub(origin) as usize).min(slots_total)
+            };
+            let (first, last) = (slot_at(lo), slot_at(hi));
+            let area = Area::new(first, last - first, origin + first as u64).ok_or(
+                ConfigError::OutOfMemory((last - first) * Slots::BYTES_PER_SLOT),
+            )?;
+            areas.push(CachePadded::new(area));
+            segment_area.resize(hi, k as u8);
+        }
+
+        Ok(Self {
+            cpu,
+            dma,
+            slot_shift,
+            slots_total,
+            segment_slots: seg as usize,
+            segment_shift: seg.trailing_zeros(),
+            page_size: config.get_page_size(),
+            scrub: config.scrubs(),
+            hint: config.hint(),
+            areas: areas.into_boxed_slice(),
+            segment_area: segment_area.into_boxed_slice(),
+            first_segment,
+            high_water: CachePadded::new(AtomicUsize::new(0)),
+            failed_maps: AtomicUsize::new(0),
+            #[cfg(feature = "std")]
+            owned: None,
+        })
+    }
+
+    /// Allocates a zeroed region of `size` bytes, aligned to a segment (and a page), and
+    /// builds a pool over it,
+    /// with device addresses equal to CPU addresses: for tests, benchmarks and user-space
+    /// drivers whose "device" shares the process's address space.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::new`], and [`ConfigError::OutOfMemory`] if the region cannot be allocated.
+    #[cfg(feature = "std")]
+    pub fn allocate(size: usize, config: Config) -> Result<Self, ConfigError> {
+        config.check()?;
+        // Aligned to a whole segment, so that no segment of the pool is partial. The region
+        // is over-allocated and aligned by hand: a zeroed allocation with a small alignment is
+        // `calloc`, whose large blocks are fresh zero pages, where a large alignment would
+        // make the allocator zero (and so touch and commit) every page up front.
+        let align = config
+            .get_page_size()
+            .max(config.get_slot_size() * config.get_segment_slots());
+        let oom = ConfigError::OutOfMemory(size);
+        let layout = size
+            .checked_add(align)
+            .and_then(|total| core::alloc::Layout::from_size_align(total, 16).ok())
+            .ok_or(oom)?;
+        // SAFETY: the layout has a non-zero size.
+        let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(oom)?;
+        let skip = (mem.as_ptr() as usize).wrapping_neg() & (align - 1);
+        // SAFETY: `skip < align`, so the region `skip..skip + size` is inside the allocation.
+        let start = unsafe { NonNull::new_unchecked(mem.as_ptr().add(skip)) };
+        // SAFETY: `start..start + size` is a fresh zeroed allocation owned by the pool from
+        // here on (freed in `drop`) and reachable by nothing else; the "device" of such a
+        // pool uses CPU addresses.
+        let pool = unsafe { Self::new(start, start.as_ptr() as u64, size, config) };
+        match pool {
+            Ok(mut pool) => {
+                pool.owned = Some((mem, layout));
+                Ok(pool)
+            }
+            Err(e) => {
+                // SAFETY: allocated above with this layout, and never handed out.
+                unsafe { std::alloc::dealloc(mem.as_ptr(), layout) };
+                Err(e)
+            }
+        }
+    }
+
+    // --- geometry -----------------------------------------------------------------------
+
+    /// Bytes in a slot.
+    pub fn slot_size(&self) -> usize {
+        1 << self.slot_shift
+    }
+
+    /// Slots in a segment.
+    pub fn segment_slots(&self) -> usize {
+        self.segment_slots
+    }
+
+    /// Page size: mappings of a page or more are page-aligned when no mask says otherwise,
+    /// and coherent allocations are aligned to at least a page.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Number of areas.
+    pub fn areas(&self) -> usize {
+        self.areas.len()
+    }
+
+    /// The device addresses of the pool's slots.
+    pub fn dma_range(&self) -> Range<DmaAddr> {
+        self.dma..self.dma + ((self.slots_total as u64) << self.slot_shift)
+    }
+
+    /// Whether `dma` is a device address of this pool (mapped or not). Linux's
+    /// `is_swiotlb_buffer`.
+    pub fn contains(&self, dma: DmaAddr) -> bool {
+        self.dma_range().contains(&dma)
+    }
+
+    /// The CPU address of `dma..dma + len`, if that range lies in the pool. For device
+    /// models and tests that act as the device: the pointer may be used for raw reads and
+    /// writes only.
+    pub fn translate(&self, dma: DmaAddr, len: usize) -> Option<NonNull<u8>> {
+        let off = dma.checked_sub(self.dma)?;
+        let end = off.checked_add(len as u64)?;
+        if end > (self.slots_total as u64) << self.slot_shift {
+            return None;
+        }
+        // SAFETY: `off + len` is within the pool's slots, which are inside the region.
+        Some(unsafe { NonNull::new_unchecked(self.cpu.as_ptr().add(off as usize)) })
+    }
+
+    /// Bytes of allocator metadata per slot (outside the pool), not counting the area
+    /// bitmaps' one bit and the segment table's one byte per segment.
+    pub const METADATA_BYTES_PER_SLOT: usize = Slots::BYTES_PER_SLOT;
+
+    // --- addresses ----------------------------------------------------------------------
+
+    /// Slots that hold `bytes` bytes (a shift: the slot size is a power of two).
+    #[inline]
+    pub(super) fn slots_for(&self, bytes: usize) -> usize {
+        (bytes + (1 << self.slot_shift) - 1) >> self.slot_shift
+    }
+
+    #[inline]
+    pub(super) fn slot_dma(&self, slot: usize) -> DmaAddr {
+        self.dma + ((slot as u64) << self.slot_shift)
+    }
+
+    /// CPU pointer to byte `offset` of the pool.
+    ///
+    /// # Safety
+    ///
+    /// `offset` is at most the size of the pool's slots.
+    #[inline]
+    pub(super) unsafe fn cpu_at(&self, offset: usize) -> *mut u8 {
+        debug_assert!(offset <= self.slots_total << self.slot_shift);
+        // SAFETY: in bounds of the region, by the caller's promise.
+        unsafe { self.cpu.as_ptr().add(offset) }
+    }
+
+    #[inline]
+    pub(super) fn area_of(&self, slot: usize) -> &Area {
+        let segment = (((self.dma >> self.slot_shift) + slot as u64) >> self.segment_shift)
+            - self.first_segment;
+        let area = &self.areas[self.segment_area[segment as usize] as usize];
+        debug_assert!(area.holds(slot));
+        area
+    }
+
+    /// The live mapping holding `dma`'s slot, its area, and the device address of its data.
+    #[inline(always)]
+    pub(super) fn find(&self, dma: DmaAddr) -> Result<Found<'_>, LookupError> {
+        let not_mapped = LookupError::NotMapped { dma };
+        let off = dma.checked_sub(self.dma).ok_or(not_mapped)?;
+        let slot = off >> self.slot_shift;
+        if slot >= self.slots_total as u64 {
+            return Err(not_mapped);
+        }
+        let slot = slot as usize;
+        let area = self.area_of(slot);
+        let head = area.slots.head_of(slot).ok_or(not_mapped)?;
+        let start = self.slot_dma(head.slot) + head.offset as u64;
+        if dma < start || dma - start >= head.len as u64 {
+            return Err(not_mapped);
+        }
+        Ok(Found { area, head, start })
+    }
+
+    /// The live mapping or coherent allocation whose data holds `dma`, if any. Changes
+    /// nothing. A mapping being unmapped by another thread at the same time may or may not
+    /// be seen.
+    pub fn lookup(&self, dma: DmaAddr) -> Option<Mapping> {
+        let Found { head, start, .. } = self.find(dma).ok()?;
+        Some(Mapping {
+            dma: start,
+            len: head.len,
+            kind: match head.use_ {
+                Use::Stream(dir) => MappingKind::Streaming {
+                    dir,
+                    orig: head.orig,
+                },
+                Use::Coherent => MappingKind::Coherent,
+            },
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        #[cfg(feature = "std")]
+        if let Some((mem, layout)) = self.owned.take() {
+            // SAFETY: allocated in `allocate` with this layout; the pool is going away, and
+            // with it every way to reach the memory.
+            unsafe { std::alloc::dealloc(mem.as_ptr(), layout) };
+        }
+    }
+}
+
+impl core::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let range = self.dma_range();
+        f.debug_struct("Pool")
+            .field(
+                "dma_range",
+                &format_args!("{:#x}..{:#x}", range.start, range.end),
+            )
+            .field("slot_size", &self.slot_size())
+            .field("segment_slots", &self.segment_slots)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

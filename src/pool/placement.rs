@@ -1,0 +1,340 @@
+//! Placement: a request in slot terms, the search for a run across the areas, and giving
+//! a run back.
+
+use super::{Found, Pool};
+use crate::area::{AreaGuard, Placement};
+use crate::error::{LookupError, MapError};
+use crate::request::{Constraints, DmaAddr};
+use crate::slot::Head;
+use crate::sync::Ordering;
+use core::ptr::{self};
+
+/// A mapping request turned into slot terms.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Request {
+    pub(super) placement: Placement,
+    /// Whole slots of front padding.
+    pub(super) pad: usize,
+    /// Offset of the data within the head slot.
+    pub(super) offset: usize,
+    /// Bytes asked for.
+    pub(super) size: usize,
+    /// Alignment of the first slot, for error reports.
+    pub(super) align: u64,
+    /// Device window the run must not cross (0: none), for error reports.
+    pub(super) boundary: u64,
+    /// The device's address limit, for error reports.
+    pub(super) limit: u64,
+}
+
+fn is_low_mask(mask: u64) -> bool {
+    mask & mask.wrapping_add(1) == 0
+}
+
+impl Pool {
+    /// The largest mapping [`map`](Self::map) accepts under `constraints`: a segment, less
+    /// `min_align_mask` rounded up to a slot (Linux's `swiotlb_max_mapping_size`).
+    pub fn max_mapping_size(&self, constraints: &Constraints) -> usize {
+        let slot = self.slot_size() as u64;
+        let segment = slot * self.segment_slots as u64;
+        let pad = match constraints.min_align_mask {
+            0 => 0,
+            mask => mask.div_ceil(slot).saturating_mul(slot),
+        };
+        segment.saturating_sub(pad) as usize
+    }
+
+    // --- placement ----------------------------------------------------------------------
+
+    /// Turns a request into slot terms: `slots` slots whose first is aligned to
+    /// `align_mask + 1` and has the bits of `orig` under `match_mask`, not crossing a segment
+    /// or the device's boundary, with the byte `extent - 1` past the first slot's start
+    /// reachable by the device.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn request(
+        &self,
+        c: &Constraints,
+        size: usize,
+        slots: usize,
+        pad: usize,
+        offset: usize,
+        align_mask: u64,
+        match_mask: u64,
+        orig: u64,
+        extent: usize,
+    ) -> Result<Request, MapError> {
+        let shift = self.slot_shift;
+        let align = align_mask.saturating_add(1);
+        let mut window = self.segment_slots as u64;
+        let mut boundary = 0;
+        if c.seg_boundary_mask != u64::MAX {
+            boundary = c.seg_boundary_mask + 1;
+            window = window.min(boundary >> shift);
+        }
+        if window == 0 || slots as u64 > window {
+            return Err(MapError::Impossible {
+                size,
+                slots,
+                align,
+                boundary,
+            });
+        }
+        // The first slot's device slot number must be below `limit` for the data's last byte
+        // to be reachable; a limit below even that leaves no placement (and `failure` tells
+        // `Unreachable` from `Impossible`).
+        let limit = c
+            .dma_limit
+            .checked_sub(extent as u64 - 1)
+            .map_or(0, |last_start| (last_start >> shift) + 1);
+        Ok(Request {
+            placement: Placement {
+                slots,
+                stride: ((align_mask | match_mask) >> shift) + 1,
+                phase: (orig & match_mask) >> shift,
+                window,
+                limit,
+                from_top: false,
+            },
+            pad,
+            offset,
+            size,
+            align,
+            boundary,
+            limit: c.dma_limit,
+        })
+    }
+
+    fn check_masks(c: &Constraints) -> Result<(), MapError> {
+        for (name, mask) in [
+            ("min_align_mask", c.min_align_mask),
+            ("alloc_align_mask", c.alloc_align_mask),
+            ("seg_boundary_mask", c.seg_boundary_mask),
+        ] {
+            if !is_low_mask(mask) {
+                return Err(MapError::InvalidMask { name, mask });
+            }
+        }
+        Ok(())
+    }
+
+    /// The request of a streaming mapping of `len` bytes from CPU address `orig`.
+    #[inline(always)]
+    pub(super) fn stream_request(
+        &self,
+        orig: usize,
+        len: usize,
+        c: &Constraints,
+    ) -> Result<Request, MapError> {
+        if len == 0 {
+            return Err(MapError::ZeroLength);
+        }
+        Self::check_masks(c)?;
+        let max = self.max_mapping_size(c);
+        if len > max {
+            return Err(MapError::TooLarge { size: len, max });
+        }
+        let slot_mask = (1u64 << self.slot_shift) - 1;
+        let orig64 = orig as u64;
+        // Linux's swiotlb_align_offset: the offset kept from the original; whole slots of it
+        // become front padding.
+        let offset = (orig64 & c.min_align_mask & (c.alloc_align_mask | slot_mask)) as usize;
+        let extent = offset + len;
+        let slots = self.slots_for(extent);
+        let mut align_mask = c.alloc_align_mask;
+        if align_mask == 0 && c.min_align_mask == 0 && len >= self.page_size {
+            // Mappings of a page or more are page-aligned when nothing else is asked.
+            align_mask = self.page_size as u64 - 1;
+        }
+        align_mask |= slot_mask;
+        // Bits above the allocation alignment are kept by choosing the slot, not by padding.
+        let match_mask = c.min_align_mask & !align_mask;
+        self.request(
+            c,
+            len,
+            slots,
+            offset >> self.slot_shift,
+            offset & slot_mask as usize,
+            align_mask,
+            match_mask,
+            orig64,
+            extent,
+        )
+    }
+
+    /// The request of a coherent allocation of `size` bytes.
+    pub(super) fn coherent_request(
+        &self,
+        size: usize,
+        c: &Constraints,
+    ) -> Result<Request, MapError> {
+        if size == 0 {
+            return Err(MapError::ZeroLength);
+        }
+        Self::check_masks(c)?;
+        let slots = self.slots_for(size);
+        if slots > self.segment_slots {
+            return Err(MapError::TooLarge {
+                size,
+                max: self.segment_slots << self.slot_shift,
+            });
+        }
+        // Aligned to its size's power-of-two page order (a 12 KiB allocation is 16 KiB
+        // aligned), as Linux's swiotlb_alloc since 2024.
+        let order_bytes =
+            (size.div_ceil(self.page_size).next_power_of_two() * self.page_size) as u64;
+        let align_mask = (order_bytes - 1) | c.alloc_align_mask | ((1 << self.slot_shift) - 1);
+        let mut req = self.request(c, size, slots, 0, 0, align_mask, 0, 0, size)?;
+        req.placement.from_top = true;
+        Ok(req)
+    }
+
+    // --- reservation --------------------------------------------------------------------
+
+    /// Finds and reserves a run for `req`, starting in the caller's area and falling back to
+    /// the others, and records it with `head_at(head_slot)`. Returns the run's first slot.
+    #[inline]
+    pub(super) fn reserve(
+        &self,
+        req: &Request,
+        head_at: impl Fn(usize) -> Head,
+    ) -> Result<usize, MapError> {
+        let n = self.areas.len();
+        let first = (self.hint)() & (n - 1);
+        let mut busy = 0u64;
+        let mut missed = 0u64;
+        let found = 'search: {
+            // First pass: only areas whose lock is free, so that a thread whose area is busy
+            // moves on instead of queueing.
+            for k in 0..n {
+                let area = &self.areas[(first + k) & (n - 1)];
+                match area.try_lock() {
+                    Some(guard) => match self.take_in(guard, req, &head_at) {
+                        Some(start) => break 'search Some(start),
+                        None => missed |= 1 << k,
+                    },
+                    None => busy |= 1 << k,
+                }
+            }
+            // Second pass: wait for the busy ones.
+            while busy != 0 {
+                let k = busy.trailing_zeros() as usize;
+                busy &= busy - 1;
+                let area = &self.areas[(first + k) & (n - 1)];
+                match self.take_in(area.lock(), req, &head_at) {
+                    Some(start) => break 'search Some(start),
+                    None => missed |= 1 << k,
+                }
+            }
+            None
+        };
+        match found {
+            Some(start) => {
+                self.count_missed(first, missed);
+                Ok(start)
+            }
+            None => Err(self.failure(req, first, missed)),
+        }
+    }
+
+    #[inline(always)]
+    fn take_in(
+        &self,
+        mut guard: AreaGuard<'_>,
+        req: &Request,
+        head_at: &impl Fn(usize) -> Head,
+    ) -> Option<usize> {
+        let taken = guard.take(&req.placement)?;
+        guard.area().slots.write_run(
+            taken.start,
+            req.placement.slots,
+            req.pad,
+            head_at(taken.start + req.pad),
+        );
+        if taken.raised_high_water {
+            // Sampled before unlocking, so this area's part of the sum is its new peak (a
+            // racing unmap in this area cannot lower it first): the pool's mark stays at or
+            // above every area's, and is exact with one area.
+            self.high_water
+                .fetch_max(self.used_slots(), Ordering::Relaxed);
+        }
+        drop(guard);
+        Some(taken.start)
+    }
+
+    fn count_missed(&self, first: usize, mut missed: u64) {
+        let n = self.areas.len();
+        while missed != 0 {
+            let k = missed.trailing_zeros() as usize;
+            missed &= missed - 1;
+            self.areas[(first + k) & (n - 1)].note_failed_search();
+        }
+    }
+
+    /// The error for a request no area could take: `Full` if some area could hold it when
+    /// empty, else `Unreachable` (the address limit is to blame) or `Impossible`.
+    #[cold]
+    fn failure(&self, req: &Request, first: usize, missed: u64) -> MapError {
+        let p = &req.placement;
+        if !self.areas.iter().any(|a| a.could_hold(p)) {
+            let unlimited = Placement {
+                limit: u64::MAX,
+                ..*p
+            };
+            return if self.areas.iter().any(|a| a.could_hold(&unlimited)) {
+                MapError::Unreachable {
+                    size: req.size,
+                    limit: req.limit,
+                    pool_start: self.dma,
+                }
+            } else {
+                MapError::Impossible {
+                    size: req.size,
+                    slots: p.slots,
+                    align: req.align,
+                    boundary: req.boundary,
+                }
+            };
+        }
+        self.count_missed(first, missed);
+        self.failed_maps.fetch_add(1, Ordering::Relaxed);
+        MapError::Full {
+            size: req.size,
+            slots: p.slots,
+            align: req.align,
+            boundary: req.boundary,
+            total_slots: self.slots_total,
+            used_slots: self.used_slots(),
+        }
+    }
+
+    /// Gives back the run of the live mapping `head`, if it is still the one recorded.
+    #[inline(always)]
+    pub(super) fn release(&self, found: &Found<'_>, dma: DmaAddr) -> Result<(), LookupError> {
+        let Found { area, head, .. } = found;
+        let data_slots = self.slots_for(head.offset + head.len);
+        if self.scrub {
+            let pad = area.slots.pad_before(head.slot, area.first);
+            let start = head.slot - pad;
+            // SAFETY: the run is the caller's until `give` below (the head was found live
+            // and the caller promised no one else releases it), and it lies in the pool.
+            unsafe {
+                ptr::write_bytes(
+                    self.cpu_at(start << self.slot_shift),
+                    0,
+                    (pad + data_slots) << self.slot_shift,
+                )
+            };
+        }
+        let mut guard = area.lock();
+        // Someone else released it meanwhile (a racing double unmap): refuse, change nothing.
+        if area.slots.head_of(head.slot).as_ref() != Some(head) {
+            return Err(LookupError::NotMapped { dma });
+        }
+        let pad = area.slots.pad_before(head.slot, area.first);
+        let start = head.slot - pad;
+        area.slots.clear_run(start, pad + data_slots);
+        guard.give(start, pad + data_slots);
+        Ok(())
+    }
+}
