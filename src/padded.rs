@@ -17,16 +17,22 @@ use core::ptr::NonNull;
 pub(crate) const LINE: usize = 128;
 
 /// A fixed-length array whose elements occupy cache lines of their own.
+///
+/// The allocation is held as a raw pointer, not a `Box`: a pointer to the first element
+/// taken from a `Box` would be invalidated (under both Stacked and Tree Borrows) every time
+/// the `Box` itself is moved or reborrowed, since a `Box` asserts unique access. All access
+/// goes through `alloc` and pointers derived from it.
 #[derive(Debug)]
 pub(crate) struct Padded<T> {
-    /// The allocation: padding, the elements, padding.
-    _buf: Box<[T]>,
-    /// The first element, inside `_buf`.
-    start: NonNull<T>,
+    /// The whole allocation (padding, the elements, padding), from `Box::into_raw`; freed
+    /// in `drop`.
+    alloc: NonNull<[T]>,
+    /// Index in `alloc` of the first element.
+    skip: usize,
     len: usize,
 }
 
-// SAFETY: `Padded` owns its elements like a `Box<[T]>`; `start` only points into `_buf`.
+// SAFETY: `Padded` owns its elements like a `Box<[T]>`; `alloc` is owned, never shared.
 unsafe impl<T: Send> Send for Padded<T> {}
 // SAFETY: shared access gives `&[T]`, as `&Box<[T]>` would.
 unsafe impl<T: Sync> Sync for Padded<T> {}
@@ -40,26 +46,26 @@ impl<T> Padded<T> {
         let mut v = Vec::new();
         v.try_reserve_exact(total).ok()?;
         v.resize_with(total, &mut make);
-        let mut buf = v.into_boxed_slice();
-        let base = buf.as_mut_ptr();
+        let alloc = NonNull::from(Box::leak(v.into_boxed_slice()));
         // Elements to skip so that the first used one starts on a line boundary.
-        let skip = ((base as usize).wrapping_neg() % LINE).div_ceil(size);
-        debug_assert!(skip <= pad);
-        // SAFETY: `skip + len <= total`, so the pointer is inside (or one past) `buf`, and
-        // derived from it; not null because `buf`'s pointer is not.
-        let start = unsafe { NonNull::new_unchecked(base.add(skip)) };
-        Some(Self {
-            _buf: buf,
-            start,
-            len,
-        })
+        let skip = (alloc.cast::<T>().as_ptr().addr().wrapping_neg() % LINE).div_ceil(size);
+        debug_assert!(skip <= pad && skip + len <= total);
+        Some(Self { alloc, skip, len })
+    }
+
+    /// The first element.
+    #[inline(always)]
+    fn start(&self) -> *mut T {
+        // SAFETY: `skip + len <= alloc.len()` (checked in `new`), so the result is inside
+        // (or one past the end of) the allocation it is derived from.
+        unsafe { self.alloc.cast::<T>().as_ptr().add(self.skip) }
     }
 
     /// Mutable access to the elements.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
-        // SAFETY: `start..start + len` lies inside `_buf`, which `self` owns and which
-        // `&mut self` borrows exclusively.
-        unsafe { core::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
+        // SAFETY: `start..start + len` lies inside the allocation, which `self` owns and
+        // which `&mut self` borrows exclusively.
+        unsafe { core::slice::from_raw_parts_mut(self.start(), self.len) }
     }
 }
 
@@ -68,9 +74,17 @@ impl<T> Deref for Padded<T> {
 
     #[inline(always)]
     fn deref(&self) -> &[T] {
-        // SAFETY: `start..start + len` lies inside `_buf`, owned by `self` and borrowed
-        // shared here.
-        unsafe { core::slice::from_raw_parts(self.start.as_ptr(), self.len) }
+        // SAFETY: `start..start + len` lies inside the allocation, owned by `self` and
+        // borrowed shared here.
+        unsafe { core::slice::from_raw_parts(self.start(), self.len) }
+    }
+}
+
+impl<T> Drop for Padded<T> {
+    fn drop(&mut self) {
+        // SAFETY: `alloc` came from `Box::leak` of a boxed slice in `new` and is freed only
+        // here; no reference into it outlives `self`.
+        drop(unsafe { Box::from_raw(self.alloc.as_ptr()) });
     }
 }
 
@@ -85,12 +99,26 @@ mod tests {
             let b = Padded::new(len, || 9u64).unwrap();
             assert_eq!(a.len(), len);
             assert!(a.iter().all(|x| *x == 7) && b.iter().all(|x| *x == 9));
-            assert_eq!(a.as_ptr() as usize % LINE, 0);
-            assert_eq!(b.as_ptr() as usize % LINE, 0);
+            assert_eq!(a.as_ptr().addr() % LINE, 0);
+            assert_eq!(b.as_ptr().addr() % LINE, 0);
             // The allocation goes at least a line past the last element.
-            let end = a.as_ptr() as usize + 2 * len;
-            let alloc_end = a._buf.as_ptr() as usize + 2 * a._buf.len();
+            let end = a.as_ptr().addr() + 2 * len;
+            let alloc_end = a.alloc.cast::<u16>().as_ptr().addr() + 2 * a.alloc.len();
             assert!(alloc_end >= end + LINE);
         }
+    }
+
+    /// The regression of the Miri finding: the pointer to the first element was taken from
+    /// a `Box` that was then moved into the struct, which invalidated it (Stacked and Tree
+    /// Borrows). Run under Miri, this failed before the fix.
+    #[test]
+    fn elements_stay_reachable_after_the_array_moves() {
+        let mut a = Padded::new(10, || 1u32).unwrap();
+        a.as_mut_slice()[3] = 7;
+        let mut moved = [a];
+        let b = &mut moved[0];
+        b.as_mut_slice()[4] = 8;
+        let c = core::mem::replace(b, Padded::new(1, || 0).unwrap());
+        assert_eq!(&c[2..5], &[1, 7, 8]);
     }
 }
