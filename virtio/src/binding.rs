@@ -118,7 +118,7 @@ pub(crate) struct Registration {
 /// Where a binding keeps its pool: a `static`, empty until [`PoolSlot::register`].
 ///
 /// Usually written by [`bind_pool!`](crate::bind_pool); declare one by hand to implement
-/// [`PoolBinding`] yourself (for a custom `mmio_phys_to_virt`, say).
+/// [`PoolBinding`] yourself.
 #[derive(Debug)]
 pub struct PoolSlot {
     registration: AtomicPtr<Registration>,
@@ -209,26 +209,36 @@ impl Default for PoolSlot {
 /// cannot both pick "slot 0" by accident, no table size has to be fixed in advance, and the
 /// lookup is one load from a `static`.
 ///
-/// Write it with [`bind_pool!`](crate::bind_pool), or by hand to override
-/// [`mmio_phys_to_virt`](Self::mmio_phys_to_virt):
+/// Write it with [`bind_pool!`](crate::bind_pool), which uses every default and so needs no
+/// `unsafe` from you, or by hand:
 ///
 /// ```
-/// use core::ptr::NonNull;
 /// use swiotlb_virtio::{PoolBinding, PoolSlot};
 ///
 /// struct NetPool;
 /// static NET_POOL: PoolSlot = PoolSlot::new();
-/// impl PoolBinding for NetPool {
+/// // SAFETY: `slot` returns `NET_POOL`, a static of this binding's own, every time; the
+/// // default `mmio_phys_to_virt` is kept.
+/// unsafe impl PoolBinding for NetPool {
 ///     fn slot() -> &'static PoolSlot {
 ///         &NET_POOL
 ///     }
-///     unsafe fn mmio_phys_to_virt(paddr: u64, _size: usize) -> NonNull<u8> {
-///         // This platform maps MMIO at a fixed offset.
-///         NonNull::new((paddr + 0xffff_0000_0000_0000) as *mut u8).unwrap()
-///     }
 /// }
 /// ```
-pub trait PoolBinding: 'static {
+///
+/// # Safety
+///
+/// [`SwiotlbHal<Self>`](crate::SwiotlbHal) is an `unsafe impl Hal` that relies on this
+/// trait, so an implementor promises:
+///
+/// - [`slot`](Self::slot) returns the same `&'static PoolSlot` on every call, a `static` of
+///   this binding's own: `unshare` and `dma_dealloc` must find the pool that `share` and
+///   `dma_alloc` used.
+/// - An override of [`mmio_phys_to_virt`](Self::mmio_phys_to_virt) meets
+///   `Hal::mmio_phys_to_virt`'s implementation safety: the pointer it returns is valid for
+///   volatile access to `size` bytes and aliases no allocation or reference of the program
+///   (not the pool, not other RAM), whatever `paddr` a hostile device put in its BAR.
+pub unsafe trait PoolBinding: 'static {
     /// The slot that holds this binding's pool.
     fn slot() -> &'static PoolSlot;
 
@@ -277,7 +287,9 @@ macro_rules! bind_pool {
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         $vis struct $name;
 
-        impl $crate::PoolBinding for $name {
+        // SAFETY: `slot` returns a `static` declared inside it, so the same slot, of this
+        // type alone, on every call; every other function is the trait's default.
+        unsafe impl $crate::PoolBinding for $name {
             fn slot() -> &'static $crate::PoolSlot {
                 static SLOT: $crate::PoolSlot = $crate::PoolSlot::new();
                 &SLOT
