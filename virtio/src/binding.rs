@@ -12,6 +12,7 @@
 //! and its `static` in one line.
 
 use crate::counters::Counters;
+use crate::mmio::{overlap, MmioWindow};
 use crate::policy::FullPolicy;
 use alloc::boxed::Box;
 use core::ptr::{self, NonNull};
@@ -19,7 +20,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use swiotlb::{Constraints, Pool};
 use virtio_drivers::{PhysAddr, PAGE_SIZE};
 
-/// How a binding uses its pool.
+/// How a binding uses its pool, and where its device's MMIO may be.
 ///
 /// # Examples
 ///
@@ -39,15 +40,28 @@ pub struct HalOptions {
     pub constraints: Constraints,
     /// What a share does when the pool has no room.
     pub full: FullPolicy,
+    /// Where the device's PCI BARs may lie: the default
+    /// [`PoolBinding::mmio_phys_to_virt`] translates a BAR only inside one of these and
+    /// panics otherwise. Empty by default, which is right for virtio-mmio (its transport
+    /// never asks) and stops a PCI transport at its constructor until windows are given.
+    pub mmio_windows: &'static [MmioWindow],
 }
 
 impl HalOptions {
-    /// No constraints; [`FullPolicy::default`].
+    /// No constraints; [`FullPolicy::default`]; no MMIO windows.
     pub const fn new() -> Self {
         Self {
             constraints: Constraints::NONE,
             full: FullPolicy::DEFAULT,
+            mmio_windows: &[],
         }
+    }
+
+    /// Sets [`mmio_windows`](Self::mmio_windows): the MMIO the guest mapped for the
+    /// device's BARs (checked by [`PoolSlot::register`]).
+    pub const fn mmio_windows(mut self, windows: &'static [MmioWindow]) -> Self {
+        self.mmio_windows = windows;
+        self
     }
 
     /// Sets [`constraints`](Self::constraints).
@@ -70,6 +84,9 @@ impl Default for HalOptions {
 }
 
 /// Why a pool could not be registered.
+///
+/// The MMIO window variants carry the offending [`MmioWindow`] (its physical address, size
+/// and CPU address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BindError {
@@ -87,6 +104,31 @@ pub enum BindError {
     /// The pool holds device address 0, which `virtio-drivers` reads as a failed
     /// `dma_alloc`.
     HoldsAddressZero,
+    /// An MMIO window of zero bytes: a mistake in the list, which would translate nothing.
+    EmptyMmioWindow(MmioWindow),
+    /// An MMIO window whose physical range wraps `u64`, or whose CPU range does not fit
+    /// the address space (its size exceeds `usize`, or it wraps past the top).
+    MmioWindowWraps(MmioWindow),
+    /// Two MMIO windows overlap in physical or in CPU addresses: a BAR could translate two
+    /// ways, or two windows would alias the same memory.
+    MmioWindowsOverlap {
+        /// The earlier window in the list.
+        first: MmioWindow,
+        /// The later one.
+        second: MmioWindow,
+    },
+    /// An MMIO window overlaps the pool, in device (physical) or CPU addresses: a BAR
+    /// inside it would hand the driver pool memory, which the device writes, as registers.
+    MmioWindowOverlapsPool {
+        /// The window.
+        window: MmioWindow,
+        /// Device address of the pool's first slot.
+        pool_dma: u64,
+        /// CPU address of the pool's first slot.
+        pool_cpu: usize,
+        /// Bytes of the pool's slots.
+        pool_bytes: u64,
+    },
 }
 
 impl core::fmt::Display for BindError {
@@ -100,6 +142,32 @@ impl core::fmt::Display for BindError {
             ),
             Self::HoldsAddressZero => f.write_str(
                 "pool holds device address 0, which virtio-drivers reads as a failed allocation",
+            ),
+            Self::EmptyMmioWindow(w) => write!(f, "MMIO window of zero bytes: {w}"),
+            Self::MmioWindowWraps(w) => write!(
+                f,
+                "MMIO window wraps the physical or CPU address space: {w}"
+            ),
+            Self::MmioWindowsOverlap { first, second } => {
+                let space = if ranges_overlap(first.phys_range(), second.phys_range()) {
+                    "physical"
+                } else {
+                    "CPU"
+                };
+                write!(
+                    f,
+                    "MMIO windows overlap in {space} addresses: {first} and {second}"
+                )
+            }
+            Self::MmioWindowOverlapsPool {
+                window,
+                pool_dma,
+                pool_cpu,
+                pool_bytes,
+            } => write!(
+                f,
+                "MMIO window overlaps the pool ({pool_bytes:#x} bytes at device {pool_dma:#x}, \
+                 CPU {pool_cpu:#x}): {window}"
             ),
         }
     }
@@ -136,10 +204,14 @@ impl PoolSlot {
 
     /// Puts `pool` in this slot, to be used with `options` from now on.
     ///
+    /// The [`mmio_windows`](HalOptions::mmio_windows) are checked too: each must be
+    /// non-empty and not wrap, and no two may overlap each other, nor any the pool, in
+    /// physical or in CPU addresses (a quadratic check over what is a handful of windows).
+    ///
     /// # Errors
     ///
-    /// [`BindError`]: the slot is taken, or the pool cannot serve `virtio-drivers` (see the
-    /// variants). Nothing changes on error.
+    /// [`BindError`]: the slot is taken, the pool cannot serve `virtio-drivers`, or a window
+    /// is refused (see the variants). Nothing changes on error.
     pub fn register(&self, pool: &'static Pool, options: HalOptions) -> Result<(), BindError> {
         let start = pool.dma_range().start;
         if start == 0 {
@@ -150,6 +222,7 @@ impl PoolSlot {
         if (cpu as u64).wrapping_sub(start) & (PAGE_SIZE as u64 - 1) != 0 {
             return Err(BindError::Incongruent { cpu, dma: start });
         }
+        check_windows(pool, cpu, options.mmio_windows)?;
         if !self.registration.load(Ordering::Acquire).is_null() {
             return Err(BindError::AlreadyRegistered);
         }
@@ -193,6 +266,50 @@ impl PoolSlot {
         // is never freed or written again.
         Some(unsafe { registration.as_ref() })
     }
+}
+
+/// The registration checks on MMIO windows, in list order: each window alone, then against
+/// the pool (whose first slot is at CPU address `pool_cpu`), then against every earlier
+/// window.
+fn check_windows(pool: &Pool, pool_cpu: usize, windows: &[MmioWindow]) -> Result<(), BindError> {
+    let dma = pool.dma_range();
+    let pool_bytes = dma.end - dma.start;
+    // The slots lie in a region of `usize` bytes whose CPU range does not wrap (`Pool::new`
+    // checks), so neither step can fail; saturating keeps the check conservative anyway.
+    let pool_cpu_end =
+        usize::try_from(pool_bytes).map_or(usize::MAX, |n| pool_cpu.saturating_add(n));
+    for (i, &window) in windows.iter().enumerate() {
+        if window.size() == 0 {
+            return Err(BindError::EmptyMmioWindow(window));
+        }
+        let (Some(phys), Some(cpu)) = (window.phys_range(), window.cpu_range()) else {
+            return Err(BindError::MmioWindowWraps(window));
+        };
+        if overlap(phys, (dma.start, dma.end)) || overlap(cpu, (pool_cpu, pool_cpu_end)) {
+            return Err(BindError::MmioWindowOverlapsPool {
+                window,
+                pool_dma: dma.start,
+                pool_cpu,
+                pool_bytes,
+            });
+        }
+        for &earlier in &windows[..i] {
+            if ranges_overlap(earlier.phys_range(), Some(phys))
+                || ranges_overlap(earlier.cpu_range(), Some(cpu))
+            {
+                return Err(BindError::MmioWindowsOverlap {
+                    first: earlier,
+                    second: window,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two ranges that are both known (valid) overlap.
+fn ranges_overlap<T: Ord + Copy>(a: Option<(T, T)>, b: Option<(T, T)>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if overlap(a, b))
 }
 
 impl Default for PoolSlot {

@@ -76,6 +76,7 @@ extern crate std;
 mod binding;
 mod counters;
 mod hal;
+mod mmio;
 mod policy;
 mod sg;
 #[cfg(feature = "test-utils")]
@@ -84,6 +85,7 @@ pub mod testing;
 pub use binding::{BindError, HalOptions, PoolBinding, PoolSlot};
 pub use counters::HalCounters;
 pub use hal::{direction, SwiotlbHal};
+pub use mmio::MmioWindow;
 pub use policy::FullPolicy;
 pub use sg::{map_sg, Completion, MappedSg, Segment, SgBuf, SgError, DESC_F_NEXT, DESC_F_WRITE};
 

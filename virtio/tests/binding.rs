@@ -1,5 +1,5 @@
 //! Registration: once per binding, only pools `virtio-drivers` can use, several pools side
-//! by side.
+//! by side, only MMIO windows that cannot hand the driver the pool or wrap.
 
 mod common;
 
@@ -8,7 +8,9 @@ use core::ptr::NonNull;
 use std::alloc::{alloc_zeroed, Layout};
 use swiotlb::{Config, Constraints, Pool};
 use swiotlb_virtio::testing::{BlockDevice, DmaRegion, TransportBuilder};
-use swiotlb_virtio::{bind_pool, BindError, HalOptions, PoolBinding, SwiotlbHal};
+use swiotlb_virtio::{
+    bind_pool, BindError, HalOptions, MmioWindow, PoolBinding, PoolSlot, SwiotlbHal,
+};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::{BufferDirection, Error, Hal};
 
@@ -29,6 +31,51 @@ fn raw_pool(dma_base: u64, cpu_skew: usize) -> &'static Pool {
     }
     .unwrap();
     Box::leak(Box::new(pool))
+}
+
+/// Leaked, zeroed, page-aligned memory standing in for a device's MMIO: valid for volatile
+/// access for the rest of the program and used by nothing else.
+fn fake_mmio(size: usize) -> NonNull<u8> {
+    let layout = Layout::from_size_align(size, 4096).unwrap();
+    // SAFETY: non-zero size.
+    NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap()
+}
+
+/// A window of `size` bytes at physical `phys`, over fresh [`fake_mmio`].
+fn window(phys: u64, size: usize) -> MmioWindow {
+    let virt = fake_mmio(size);
+    // SAFETY: `virt..virt + size` is leaked memory that only this window reaches (it stands
+    // in for the device's MMIO at `phys`), valid for volatile access from now on.
+    unsafe { MmioWindow::new(phys, size as u64, virt) }
+}
+
+/// A window over CPU addresses nothing may touch, at `virt`: only for registrations that
+/// must be refused. Its pointer has no provenance and is never dereferenced.
+fn bogus_window(phys: u64, size: u64, virt: usize) -> MmioWindow {
+    let virt = NonNull::new(core::ptr::without_provenance_mut(virt)).unwrap();
+    // SAFETY: a contract breach on purpose: registration must refuse this window, and
+    // nothing ever reads or writes through it.
+    unsafe { MmioWindow::new(phys, size, virt) }
+}
+
+fn leak(windows: Vec<MmioWindow>) -> &'static [MmioWindow] {
+    Vec::leak(windows)
+}
+
+/// Registers `pool` with `windows` in a fresh slot, expecting refusal; checks that the slot
+/// stays empty and still takes a good registration, and returns the error.
+fn refused(pool: &'static Pool, windows: Vec<MmioWindow>) -> BindError {
+    let slot: &'static PoolSlot = Box::leak(Box::new(PoolSlot::new()));
+    let err = slot
+        .register(pool, HalOptions::new().mmio_windows(leak(windows)))
+        .unwrap_err();
+    assert!(slot.pool().is_none(), "a refused registration left a pool");
+    assert!(
+        slot.options().is_none(),
+        "a refused registration left options"
+    );
+    slot.register(pool, HalOptions::new()).unwrap();
+    err
 }
 
 #[test]
@@ -163,4 +210,116 @@ fn the_bindings_constraints_apply_to_shares_and_rings() {
     assert_eq!(unsafe { SwiotlbHal::<P>::dma_dealloc(paddr, vaddr, 1) }, -1);
     drop(blk);
     assert_idle(region.pool());
+}
+
+#[test]
+fn mmio_windows_overlapping_the_pool_are_refused_and_leave_the_slot_empty() {
+    let region = region(64 << 10);
+    let pool = region.pool();
+    let pool_cpu = pool.translate(DMA_BASE, 1).unwrap().as_ptr().addr();
+    // Physically inside the pool: a BAR there would give the driver pool memory.
+    let inside = window(DMA_BASE + 0x3000, 0x1000);
+    let err = refused(pool, vec![inside]);
+    assert_eq!(
+        err,
+        BindError::MmioWindowOverlapsPool {
+            window: inside,
+            pool_dma: DMA_BASE,
+            pool_cpu,
+            pool_bytes: 64 << 10,
+        }
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("0x10000 bytes at device 0x4000000000"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("0x1000 bytes at physical 0x4000003000"),
+        "{msg}"
+    );
+    // Straddling the pool's last byte.
+    let straddle = window(DMA_BASE + (64 << 10) - 1, 0x1000);
+    assert!(matches!(
+        refused(pool, vec![straddle]),
+        BindError::MmioWindowOverlapsPool { .. }
+    ));
+    // Physically elsewhere, but mapped over the pool's CPU memory.
+    let aliased = bogus_window(0x1_0000_0000, 0x1000, pool_cpu + 0x800);
+    assert!(matches!(
+        refused(pool, vec![aliased]),
+        BindError::MmioWindowOverlapsPool { window, .. } if window == aliased
+    ));
+    // Adjacent below and above the pool is fine.
+    bind_pool!(Q);
+    let edges = leak(vec![
+        window(DMA_BASE - 0x1000, 0x1000),
+        window(DMA_BASE + (64 << 10), 0x1000),
+    ]);
+    Q::register(pool, HalOptions::new().mmio_windows(edges)).unwrap();
+    assert_idle(pool);
+}
+
+#[test]
+fn mmio_windows_overlapping_each_other_are_refused() {
+    let pool = region(64 << 10).pool();
+    // Physically: a BAR in the overlap could translate two ways.
+    let (a, b) = (window(0x1000_0000, 0x2000), window(0x1000_1000, 0x2000));
+    let err = refused(pool, vec![a, b]);
+    assert_eq!(
+        err,
+        BindError::MmioWindowsOverlap {
+            first: a,
+            second: b
+        }
+    );
+    assert!(
+        err.to_string().contains("overlap in physical addresses"),
+        "{err}"
+    );
+    // In CPU addresses: two windows over the same memory.
+    let c = bogus_window(0x2000_0000, 0x1000, a.virt().as_ptr().addr() + 0x1000);
+    let err = refused(pool, vec![a, c]);
+    assert_eq!(
+        err,
+        BindError::MmioWindowsOverlap {
+            first: a,
+            second: c
+        }
+    );
+    assert!(
+        err.to_string().contains("overlap in CPU addresses"),
+        "{err}"
+    );
+    // Physically adjacent windows, each its own mapping, are fine.
+    bind_pool!(Q);
+    let d = window(0x1000_2000, 0x1000);
+    Q::register(pool, HalOptions::new().mmio_windows(leak(vec![a, d]))).unwrap();
+}
+
+#[test]
+fn mmio_windows_that_wrap_or_are_empty_are_refused() {
+    let pool = region(64 << 10).pool();
+    // Physical range past the top of u64.
+    let phys_wraps = window(u64::MAX - 0xfff, 0x2000);
+    let err = refused(pool, vec![phys_wraps]);
+    assert_eq!(err, BindError::MmioWindowWraps(phys_wraps));
+    assert!(
+        err.to_string()
+            .contains("0x2000 bytes at physical 0xfffffffffffff000"),
+        "{err}"
+    );
+    // CPU range past the top of the address space.
+    let cpu_wraps = bogus_window(0x1000_0000, 0x2000, usize::MAX - 0xfff);
+    assert_eq!(
+        refused(pool, vec![cpu_wraps]),
+        BindError::MmioWindowWraps(cpu_wraps)
+    );
+    // Zero bytes.
+    let empty = window(0x1000_0000, 0x1000);
+    // SAFETY: a sub-range (empty) of a window made above.
+    let empty = unsafe { MmioWindow::new(empty.phys(), 0, empty.virt()) };
+    let err = refused(pool, vec![window(0x2000_0000, 0x1000), empty]);
+    assert_eq!(err, BindError::EmptyMmioWindow(empty));
+    assert!(err.to_string().contains("zero bytes"), "{err}");
 }
