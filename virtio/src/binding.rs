@@ -15,6 +15,7 @@ use crate::counters::Counters;
 use crate::mmio::{overlap, MmioWindow};
 use crate::policy::FullPolicy;
 use alloc::boxed::Box;
+use core::any::type_name;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use swiotlb::{Constraints, Pool};
@@ -343,6 +344,10 @@ impl Default for PoolSlot {
 /// }
 /// ```
 ///
+/// A platform that maps MMIO at an offset, or page by page, describes those mappings as
+/// [`MmioWindow`]s rather than overriding [`mmio_phys_to_virt`](Self::mmio_phys_to_virt):
+/// the windows are checked at registration and the default confines every BAR to them.
+///
 /// # Safety
 ///
 /// [`SwiotlbHal<Self>`](crate::SwiotlbHal) is an `unsafe impl Hal` that relies on this
@@ -354,7 +359,9 @@ impl Default for PoolSlot {
 /// - An override of [`mmio_phys_to_virt`](Self::mmio_phys_to_virt) meets
 ///   `Hal::mmio_phys_to_virt`'s implementation safety: the pointer it returns is valid for
 ///   volatile access to `size` bytes and aliases no allocation or reference of the program
-///   (not the pool, not other RAM), whatever `paddr` a hostile device put in its BAR.
+///   (not the pool, not other RAM), whatever `paddr` a hostile device put in its BAR. The
+///   default does so by translating only through the registered [`MmioWindow`]s, whose
+///   constructors' contract vouches for them.
 pub unsafe trait PoolBinding: 'static {
     /// The slot that holds this binding's pool.
     fn slot() -> &'static PoolSlot;
@@ -378,19 +385,66 @@ pub unsafe trait PoolBinding: 'static {
         Self::slot().counters()
     }
 
-    /// `Hal::mmio_phys_to_virt`: the CPU address of an MMIO region (PCI BARs only). The
-    /// default is the identity, for platforms that map MMIO at its physical address.
+    /// `Hal::mmio_phys_to_virt`: the CPU address of an MMIO region. Only the PCI transport
+    /// asks, in its constructor, once for each virtio structure it finds in a BAR.
+    ///
+    /// The default translates `paddr..paddr + size` through the binding's registered
+    /// [`mmio_windows`](HalOptions::mmio_windows): the range must lie entirely inside one
+    /// window (an empty range must start inside one). Every step is checked arithmetic, and
+    /// `u64` to `usize` conversions are checked, so nothing wraps or truncates on a 32-bit
+    /// target.
     ///
     /// # Safety
     ///
-    /// As `Hal::mmio_phys_to_virt`: `paddr..paddr + size` is a valid MMIO region.
+    /// As for `Hal::mmio_phys_to_virt`'s callers: `paddr..paddr + size` is an MMIO region
+    /// the device described. The default does not rely on it: it checks the range against
+    /// the windows, because in a confidential VM the host chose the BAR.
     ///
     /// # Panics
     ///
-    /// The default panics for `paddr == 0`, which has no valid pointer.
+    /// The default panics, naming the binding, the address, the size and the windows, when
+    /// the range lies in no window: `Hal::mmio_phys_to_virt` cannot return an error, so a
+    /// hostile BAR stops the PCI transport's constructor instead of handing the driver RAM.
+    /// It also panics, naming the binding, before a pool is registered.
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
-        let _ = size;
-        NonNull::new(paddr as usize as *mut u8).expect("MMIO region at physical address 0")
+        mmio_through_windows::<Self>(paddr, size)
+    }
+}
+
+/// The default [`PoolBinding::mmio_phys_to_virt`]: `paddr..paddr + size` through `B`'s
+/// windows, or a panic with the figures.
+fn mmio_through_windows<B: PoolBinding + ?Sized>(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+    let binding = type_name::<B>();
+    let Some(registration) = B::slot().get() else {
+        panic!("swiotlb-virtio: {binding} used before a pool was registered for it");
+    };
+    let windows = registration.options.mmio_windows;
+    match windows.iter().find_map(|w| w.translate(paddr, size)) {
+        Some(virt) => virt,
+        None => panic!(
+            "swiotlb-virtio: {binding}: MMIO range of {size:#x} bytes at physical {paddr:#x} \
+             (a PCI BAR) lies in no MMIO window; {}",
+            WindowList(windows)
+        ),
+    }
+}
+
+/// `windows: [..., ...]`, or a hint when there are none.
+struct WindowList(&'static [MmioWindow]);
+
+impl core::fmt::Display for WindowList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none registered (HalOptions::mmio_windows)");
+        }
+        f.write_str("windows: [")?;
+        for (i, w) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{w}")?;
+        }
+        f.write_str("]")
     }
 }
 
