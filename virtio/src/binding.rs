@@ -451,6 +451,10 @@ impl core::fmt::Display for WindowList {
 /// Declares a marker type bound to a pool: `bind_pool!(pub BlkPool);` makes a unit struct
 /// `BlkPool` with its own `static` [`PoolSlot`], implementing [`PoolBinding`]. Use it as
 /// `SwiotlbHal<BlkPool>`, and register its pool once with `BlkPool::register(pool, options)`.
+///
+/// The expansion is an `unsafe impl` with its `// SAFETY:` comment (the slot is a `static`
+/// of the marker's own; every other function is the default, MMIO windows included), so
+/// the caller writes no `unsafe`, and a `#![forbid(unsafe_code)]` crate may use the macro.
 #[macro_export]
 macro_rules! bind_pool {
     ($(#[$meta:meta])* $vis:vis $name:ident) => {

@@ -87,7 +87,7 @@ impl MmioWindow {
     /// # Safety
     ///
     /// As [`new`](Self::new), with `virt == phys`: `phys..phys + size` is device MMIO
-    /// mapped at the same CPU addresses.
+    /// mapped at the same CPU addresses. As with `new`, registration checks the figures.
     ///
     /// # Panics
     ///
@@ -132,8 +132,9 @@ impl MmioWindow {
             return None;
         }
         let offset = usize::try_from(offset).ok()?;
-        // The address cannot wrap to 0 if the sum is checked; the pointer keeps `virt`'s
-        // provenance (no integer round trip).
+        // Checked so that the address neither wraps nor reaches null. `wrapping_add` keeps
+        // `virt`'s provenance (no integer round trip) without `add`'s claim that the window
+        // is one Rust allocation: it is MMIO.
         self.virt.as_ptr().addr().checked_add(offset)?;
         NonNull::new(self.virt.as_ptr().wrapping_add(offset))
     }
