@@ -12,14 +12,16 @@
 //! and its `static` in one line.
 
 use crate::counters::Counters;
+use crate::mmio::{overlap, MmioWindow};
 use crate::policy::FullPolicy;
 use alloc::boxed::Box;
+use core::any::type_name;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use swiotlb::{Constraints, Pool};
 use virtio_drivers::{PhysAddr, PAGE_SIZE};
 
-/// How a binding uses its pool.
+/// How a binding uses its pool, and where its device's MMIO may be.
 ///
 /// # Examples
 ///
@@ -39,15 +41,28 @@ pub struct HalOptions {
     pub constraints: Constraints,
     /// What a share does when the pool has no room.
     pub full: FullPolicy,
+    /// Where the device's PCI BARs may lie: the default
+    /// [`PoolBinding::mmio_phys_to_virt`] translates a BAR only inside one of these and
+    /// panics otherwise. Empty by default, which is right for virtio-mmio (its transport
+    /// never asks) and stops a PCI transport at its constructor until windows are given.
+    pub mmio_windows: &'static [MmioWindow],
 }
 
 impl HalOptions {
-    /// No constraints; [`FullPolicy::default`].
+    /// No constraints; [`FullPolicy::default`]; no MMIO windows.
     pub const fn new() -> Self {
         Self {
             constraints: Constraints::NONE,
             full: FullPolicy::DEFAULT,
+            mmio_windows: &[],
         }
+    }
+
+    /// Sets [`mmio_windows`](Self::mmio_windows): the MMIO the guest mapped for the
+    /// device's BARs (checked by [`PoolSlot::register`]).
+    pub const fn mmio_windows(mut self, windows: &'static [MmioWindow]) -> Self {
+        self.mmio_windows = windows;
+        self
     }
 
     /// Sets [`constraints`](Self::constraints).
@@ -70,6 +85,9 @@ impl Default for HalOptions {
 }
 
 /// Why a pool could not be registered.
+///
+/// The MMIO window variants carry the offending [`MmioWindow`] (its physical address, size
+/// and CPU address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BindError {
@@ -87,6 +105,31 @@ pub enum BindError {
     /// The pool holds device address 0, which `virtio-drivers` reads as a failed
     /// `dma_alloc`.
     HoldsAddressZero,
+    /// An MMIO window of zero bytes: a mistake in the list, which would translate nothing.
+    EmptyMmioWindow(MmioWindow),
+    /// An MMIO window whose physical range wraps `u64`, or whose CPU range does not fit
+    /// the address space (its size exceeds `usize`, or it wraps past the top).
+    MmioWindowWraps(MmioWindow),
+    /// Two MMIO windows overlap in physical or in CPU addresses: a BAR could translate two
+    /// ways, or two windows would alias the same memory.
+    MmioWindowsOverlap {
+        /// The earlier window in the list.
+        first: MmioWindow,
+        /// The later one.
+        second: MmioWindow,
+    },
+    /// An MMIO window overlaps the pool, in device (physical) or CPU addresses: a BAR
+    /// inside it would hand the driver pool memory, which the device writes, as registers.
+    MmioWindowOverlapsPool {
+        /// The window.
+        window: MmioWindow,
+        /// Device address of the pool's first slot.
+        pool_dma: u64,
+        /// CPU address of the pool's first slot.
+        pool_cpu: usize,
+        /// Bytes of the pool's slots.
+        pool_bytes: u64,
+    },
 }
 
 impl core::fmt::Display for BindError {
@@ -100,6 +143,32 @@ impl core::fmt::Display for BindError {
             ),
             Self::HoldsAddressZero => f.write_str(
                 "pool holds device address 0, which virtio-drivers reads as a failed allocation",
+            ),
+            Self::EmptyMmioWindow(w) => write!(f, "MMIO window of zero bytes: {w}"),
+            Self::MmioWindowWraps(w) => write!(
+                f,
+                "MMIO window wraps the physical or CPU address space: {w}"
+            ),
+            Self::MmioWindowsOverlap { first, second } => {
+                let space = if ranges_overlap(first.phys_range(), second.phys_range()) {
+                    "physical"
+                } else {
+                    "CPU"
+                };
+                write!(
+                    f,
+                    "MMIO windows overlap in {space} addresses: {first} and {second}"
+                )
+            }
+            Self::MmioWindowOverlapsPool {
+                window,
+                pool_dma,
+                pool_cpu,
+                pool_bytes,
+            } => write!(
+                f,
+                "MMIO window overlaps the pool ({pool_bytes:#x} bytes at device {pool_dma:#x}, \
+                 CPU {pool_cpu:#x}): {window}"
             ),
         }
     }
@@ -118,7 +187,7 @@ pub(crate) struct Registration {
 /// Where a binding keeps its pool: a `static`, empty until [`PoolSlot::register`].
 ///
 /// Usually written by [`bind_pool!`](crate::bind_pool); declare one by hand to implement
-/// [`PoolBinding`] yourself (for a custom `mmio_phys_to_virt`, say).
+/// [`PoolBinding`] yourself.
 #[derive(Debug)]
 pub struct PoolSlot {
     registration: AtomicPtr<Registration>,
@@ -136,10 +205,14 @@ impl PoolSlot {
 
     /// Puts `pool` in this slot, to be used with `options` from now on.
     ///
+    /// The [`mmio_windows`](HalOptions::mmio_windows) are checked too: each must be
+    /// non-empty and not wrap, and no two may overlap each other, nor any the pool, in
+    /// physical or in CPU addresses (a quadratic check over what is a handful of windows).
+    ///
     /// # Errors
     ///
-    /// [`BindError`]: the slot is taken, or the pool cannot serve `virtio-drivers` (see the
-    /// variants). Nothing changes on error.
+    /// [`BindError`]: the slot is taken, the pool cannot serve `virtio-drivers`, or a window
+    /// is refused (see the variants). Nothing changes on error.
     pub fn register(&self, pool: &'static Pool, options: HalOptions) -> Result<(), BindError> {
         let start = pool.dma_range().start;
         if start == 0 {
@@ -150,6 +223,7 @@ impl PoolSlot {
         if (cpu as u64).wrapping_sub(start) & (PAGE_SIZE as u64 - 1) != 0 {
             return Err(BindError::Incongruent { cpu, dma: start });
         }
+        check_windows(pool, cpu, options.mmio_windows)?;
         if !self.registration.load(Ordering::Acquire).is_null() {
             return Err(BindError::AlreadyRegistered);
         }
@@ -195,6 +269,50 @@ impl PoolSlot {
     }
 }
 
+/// The registration checks on MMIO windows, in list order: each window alone, then against
+/// the pool (whose first slot is at CPU address `pool_cpu`), then against every earlier
+/// window.
+fn check_windows(pool: &Pool, pool_cpu: usize, windows: &[MmioWindow]) -> Result<(), BindError> {
+    let dma = pool.dma_range();
+    let pool_bytes = dma.end - dma.start;
+    // The slots lie in a region of `usize` bytes whose CPU range does not wrap (`Pool::new`
+    // checks), so neither step can fail; saturating keeps the check conservative anyway.
+    let pool_cpu_end =
+        usize::try_from(pool_bytes).map_or(usize::MAX, |n| pool_cpu.saturating_add(n));
+    for (i, &window) in windows.iter().enumerate() {
+        if window.size() == 0 {
+            return Err(BindError::EmptyMmioWindow(window));
+        }
+        let (Some(phys), Some(cpu)) = (window.phys_range(), window.cpu_range()) else {
+            return Err(BindError::MmioWindowWraps(window));
+        };
+        if overlap(phys, (dma.start, dma.end)) || overlap(cpu, (pool_cpu, pool_cpu_end)) {
+            return Err(BindError::MmioWindowOverlapsPool {
+                window,
+                pool_dma: dma.start,
+                pool_cpu,
+                pool_bytes,
+            });
+        }
+        for &earlier in &windows[..i] {
+            if ranges_overlap(earlier.phys_range(), Some(phys))
+                || ranges_overlap(earlier.cpu_range(), Some(cpu))
+            {
+                return Err(BindError::MmioWindowsOverlap {
+                    first: earlier,
+                    second: window,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two ranges that are both known (valid) overlap.
+fn ranges_overlap<T: Ord + Copy>(a: Option<(T, T)>, b: Option<(T, T)>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if overlap(a, b))
+}
+
 impl Default for PoolSlot {
     fn default() -> Self {
         Self::new()
@@ -209,26 +327,42 @@ impl Default for PoolSlot {
 /// cannot both pick "slot 0" by accident, no table size has to be fixed in advance, and the
 /// lookup is one load from a `static`.
 ///
-/// Write it with [`bind_pool!`](crate::bind_pool), or by hand to override
-/// [`mmio_phys_to_virt`](Self::mmio_phys_to_virt):
+/// Write it with [`bind_pool!`](crate::bind_pool), which uses every default and so needs no
+/// `unsafe` from you, or by hand:
 ///
 /// ```
-/// use core::ptr::NonNull;
 /// use swiotlb_virtio::{PoolBinding, PoolSlot};
 ///
 /// struct NetPool;
 /// static NET_POOL: PoolSlot = PoolSlot::new();
-/// impl PoolBinding for NetPool {
+/// // SAFETY: `slot` returns `NET_POOL`, a static of this binding's own, every time; the
+/// // default `mmio_phys_to_virt` is kept.
+/// unsafe impl PoolBinding for NetPool {
 ///     fn slot() -> &'static PoolSlot {
 ///         &NET_POOL
 ///     }
-///     unsafe fn mmio_phys_to_virt(paddr: u64, _size: usize) -> NonNull<u8> {
-///         // This platform maps MMIO at a fixed offset.
-///         NonNull::new((paddr + 0xffff_0000_0000_0000) as *mut u8).unwrap()
-///     }
 /// }
 /// ```
-pub trait PoolBinding: 'static {
+///
+/// A platform that maps MMIO at an offset, or page by page, describes those mappings as
+/// [`MmioWindow`]s rather than overriding [`mmio_phys_to_virt`](Self::mmio_phys_to_virt):
+/// the windows are checked at registration and the default confines every BAR to them.
+///
+/// # Safety
+///
+/// [`SwiotlbHal<Self>`](crate::SwiotlbHal) is an `unsafe impl Hal` that relies on this
+/// trait, so an implementor promises:
+///
+/// - [`slot`](Self::slot) returns the same `&'static PoolSlot` on every call, a `static` of
+///   this binding's own: `unshare` and `dma_dealloc` must find the pool that `share` and
+///   `dma_alloc` used.
+/// - An override of [`mmio_phys_to_virt`](Self::mmio_phys_to_virt) meets
+///   `Hal::mmio_phys_to_virt`'s implementation safety: the pointer it returns is valid for
+///   volatile access to `size` bytes and aliases no allocation or reference of the program
+///   (not the pool, not other RAM), whatever `paddr` a hostile device put in its BAR. The
+///   default does so by translating only through the registered [`MmioWindow`]s, whose
+///   constructors' contract vouches for them.
+pub unsafe trait PoolBinding: 'static {
     /// The slot that holds this binding's pool.
     fn slot() -> &'static PoolSlot;
 
@@ -251,25 +385,76 @@ pub trait PoolBinding: 'static {
         Self::slot().counters()
     }
 
-    /// `Hal::mmio_phys_to_virt`: the CPU address of an MMIO region (PCI BARs only). The
-    /// default is the identity, for platforms that map MMIO at its physical address.
+    /// `Hal::mmio_phys_to_virt`: the CPU address of an MMIO region. Only the PCI transport
+    /// asks, in its constructor, once for each virtio structure it finds in a BAR.
+    ///
+    /// The default translates `paddr..paddr + size` through the binding's registered
+    /// [`mmio_windows`](HalOptions::mmio_windows): the range must lie entirely inside one
+    /// window (an empty range must start inside one). Every step is checked arithmetic, and
+    /// `u64` to `usize` conversions are checked, so nothing wraps or truncates on a 32-bit
+    /// target.
     ///
     /// # Safety
     ///
-    /// As `Hal::mmio_phys_to_virt`: `paddr..paddr + size` is a valid MMIO region.
+    /// As for `Hal::mmio_phys_to_virt`'s callers: `paddr..paddr + size` is an MMIO region
+    /// the device described. The default does not rely on it: it checks the range against
+    /// the windows, because in a confidential VM the host chose the BAR.
     ///
     /// # Panics
     ///
-    /// The default panics for `paddr == 0`, which has no valid pointer.
+    /// The default panics, naming the binding, the address, the size and the windows, when
+    /// the range lies in no window: `Hal::mmio_phys_to_virt` cannot return an error, so a
+    /// hostile BAR stops the PCI transport's constructor instead of handing the driver RAM.
+    /// It also panics, naming the binding, before a pool is registered.
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
-        let _ = size;
-        NonNull::new(paddr as usize as *mut u8).expect("MMIO region at physical address 0")
+        mmio_through_windows::<Self>(paddr, size)
+    }
+}
+
+/// The default [`PoolBinding::mmio_phys_to_virt`]: `paddr..paddr + size` through `B`'s
+/// windows, or a panic with the figures.
+fn mmio_through_windows<B: PoolBinding + ?Sized>(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+    let binding = type_name::<B>();
+    let Some(registration) = B::slot().get() else {
+        panic!("swiotlb-virtio: {binding} used before a pool was registered for it");
+    };
+    let windows = registration.options.mmio_windows;
+    match windows.iter().find_map(|w| w.translate(paddr, size)) {
+        Some(virt) => virt,
+        None => panic!(
+            "swiotlb-virtio: {binding}: MMIO range of {size:#x} bytes at physical {paddr:#x} \
+             (a PCI BAR) lies in no MMIO window; {}",
+            WindowList(windows)
+        ),
+    }
+}
+
+/// `windows: [..., ...]`, or a hint when there are none.
+struct WindowList(&'static [MmioWindow]);
+
+impl core::fmt::Display for WindowList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none registered (HalOptions::mmio_windows)");
+        }
+        f.write_str("windows: [")?;
+        for (i, w) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{w}")?;
+        }
+        f.write_str("]")
     }
 }
 
 /// Declares a marker type bound to a pool: `bind_pool!(pub BlkPool);` makes a unit struct
 /// `BlkPool` with its own `static` [`PoolSlot`], implementing [`PoolBinding`]. Use it as
 /// `SwiotlbHal<BlkPool>`, and register its pool once with `BlkPool::register(pool, options)`.
+///
+/// The expansion is an `unsafe impl` with its `// SAFETY:` comment (the slot is a `static`
+/// of the marker's own; every other function is the default, MMIO windows included), so
+/// the caller writes no `unsafe`, and a `#![forbid(unsafe_code)]` crate may use the macro.
 #[macro_export]
 macro_rules! bind_pool {
     ($(#[$meta:meta])* $vis:vis $name:ident) => {
@@ -277,7 +462,9 @@ macro_rules! bind_pool {
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         $vis struct $name;
 
-        impl $crate::PoolBinding for $name {
+        // SAFETY: `slot` returns a `static` declared inside it, so the same slot, of this
+        // type alone, on every call; every other function is the trait's default.
+        unsafe impl $crate::PoolBinding for $name {
             fn slot() -> &'static $crate::PoolSlot {
                 static SLOT: $crate::PoolSlot = $crate::PoolSlot::new();
                 &SLOT

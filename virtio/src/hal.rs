@@ -72,7 +72,11 @@ fn no_allocation() -> (PhysAddr, NonNull<u8>) {
 // checked that CPU and device addresses differ by a multiple of `PAGE_SIZE`. `share`
 // returns the device address of a bounce buffer holding the buffer's bytes; `unshare`
 // copies it back (for device-writable directions) before the slots are freed.
-// `mmio_phys_to_virt` is the binding's, whose own contract states the same requirement.
+// `mmio_phys_to_virt` is the binding's: `PoolBinding` is an `unsafe trait` whose
+// implementors promise that it meets this trait's implementation safety (the default hands
+// out pointers only inside `MmioWindow`s, whose unsafe constructors vouch for them), and
+// that `slot` always returns the same pool (so `unshare`/`dma_dealloc` find what
+// `share`/`dma_alloc` used).
 unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let slot = B::slot();

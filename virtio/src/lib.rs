@@ -41,6 +41,43 @@
 //! Several devices can have several pools (one marker each), or share one pool through
 //! several markers (each with its own [`Constraints`](swiotlb::Constraints)).
 //!
+//! [`PoolBinding`] is an `unsafe trait` (`SwiotlbHal`'s `unsafe impl Hal` relies on it);
+//! `bind_pool!` writes the `unsafe impl` for you, using only the trait's defaults.
+//!
+//! # PCI BARs: MMIO windows
+//!
+//! The PCI transport's constructor asks the `Hal` for a pointer to each virtio structure in
+//! the device's BARs (`Hal::mmio_phys_to_virt`). In a confidential VM the host emulates PCI
+//! and picks those addresses, so the default translation accepts only ranges that lie
+//! entirely inside an [`MmioWindow`] listed in [`HalOptions::mmio_windows`]: MMIO the guest
+//! mapped itself, vouched for by the window's `unsafe` constructor and checked at
+//! registration (not empty, not wrapping, not overlapping another window or the pool). A
+//! BAR anywhere else panics with its address, size and the binding's name, so the driver
+//! stops instead of being handed RAM or the pool as registers. The virtio-mmio transport
+//! never asks, and needs no windows.
+//!
+//! ```
+//! use swiotlb::{Config, Pool};
+//! use swiotlb_virtio::{bind_pool, HalOptions, MmioWindow, PoolBinding, SwiotlbHal};
+//! use virtio_drivers::Hal;
+//!
+//! bind_pool!(NetPool);
+//!
+//! // SAFETY: on the platform this stands for, physical 0xfe00_0000.. is PCI memory space
+//! // mapped 1:1 and used for nothing else (this example never dereferences it).
+//! let pci = unsafe { MmioWindow::identity(0xfe00_0000, 0x100_0000) };
+//! let windows: &'static [MmioWindow] = Box::leak(Box::new([pci]));
+//! let pool: &'static Pool = Box::leak(Box::new(Pool::allocate(1 << 20, Config::new())?));
+//! NetPool::register(pool, HalOptions::new().mmio_windows(windows))?;
+//!
+//! // What PciTransport::new does with a BAR at 0xfe00_4000 (a 0x38-byte common config):
+//! // SAFETY: translation only; the pointer is not used.
+//! let regs = unsafe { SwiotlbHal::<NetPool>::mmio_phys_to_virt(0xfe00_4000, 0x38) };
+//! assert_eq!(regs.as_ptr().addr(), 0xfe00_4000);
+//! // A BAR the host pointed at the pool would panic instead.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # When the pool is full
 //!
 //! `Hal::share` cannot fail, so a share that finds the pool full waits for another thread
@@ -76,6 +113,7 @@ extern crate std;
 mod binding;
 mod counters;
 mod hal;
+mod mmio;
 mod policy;
 mod sg;
 #[cfg(feature = "test-utils")]
@@ -84,6 +122,7 @@ pub mod testing;
 pub use binding::{BindError, HalOptions, PoolBinding, PoolSlot};
 pub use counters::HalCounters;
 pub use hal::{direction, SwiotlbHal};
+pub use mmio::MmioWindow;
 pub use policy::FullPolicy;
 pub use sg::{map_sg, Completion, MappedSg, Segment, SgBuf, SgError, DESC_F_NEXT, DESC_F_WRITE};
 
