@@ -21,6 +21,7 @@
 use crate::padded::Padded;
 use crate::slot::Slots;
 use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
+use lock_api::RawMutex;
 
 const WORD: usize = u64::BITS as usize;
 
@@ -334,8 +335,7 @@ fn search_down(bits: &impl Occupancy, len: usize, origin: u64, p: &Placement) ->
 // === impl Area ===
 
 /// A contiguous range of the pool's slots with its own lock.
-#[derive(Debug)]
-pub(crate) struct Area {
+pub(crate) struct Area<R> {
     /// Pool slot number of the area's first slot.
     pub(crate) first: usize,
     /// Number of slots in the area.
@@ -344,7 +344,7 @@ pub(crate) struct Area {
     pub(crate) origin: u64,
     /// What each of the area's slots holds. Written under the lock, read anywhere.
     pub(crate) slots: Slots,
-    bitmap: Mutex<Bitmap>,
+    bitmap: Mutex<R, Bitmap>,
     /// Slots in use. Written only under the lock, read anywhere.
     used: AtomicUsize,
     /// Highest `used` has been. Written only under the lock.
@@ -352,6 +352,17 @@ pub(crate) struct Area {
     /// Searches of this area that found no room (counted once the map has succeeded
     /// elsewhere or failed with `Full`).
     failed: AtomicUsize,
+}
+
+impl<R> core::fmt::Debug for Area<R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Area")
+            .field("first", &self.first)
+            .field("len", &self.len)
+            .field("origin", &self.origin)
+            .field("used", &self.used.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Figures of one area.
@@ -369,12 +380,12 @@ pub struct AreaStats {
 }
 
 /// An area's lock, held.
-pub(crate) struct AreaGuard<'a> {
-    area: &'a Area,
-    bitmap: MutexGuard<'a, Bitmap>,
+pub(crate) struct AreaGuard<'a, R: RawMutex> {
+    area: &'a Area<R>,
+    bitmap: MutexGuard<'a, R, Bitmap>,
 }
 
-impl Area {
+impl<R: RawMutex> Area<R> {
     /// An area of `len` free slots from pool slot `first` (device slot number `origin`),
     /// or `None` if its metadata cannot be allocated.
     pub(crate) fn new(first: usize, len: usize, origin: u64) -> Option<Self> {
@@ -391,7 +402,7 @@ impl Area {
     }
 
     #[inline]
-    pub(crate) fn lock(&self) -> AreaGuard<'_> {
+    pub(crate) fn lock(&self) -> AreaGuard<'_, R> {
         AreaGuard {
             area: self,
             bitmap: self.bitmap.lock(),
@@ -399,7 +410,7 @@ impl Area {
     }
 
     #[inline]
-    pub(crate) fn try_lock(&self) -> Option<AreaGuard<'_>> {
+    pub(crate) fn try_lock(&self) -> Option<AreaGuard<'_, R>> {
         Some(AreaGuard {
             area: self,
             bitmap: self.bitmap.try_lock()?,
@@ -435,7 +446,7 @@ impl Area {
     }
 }
 
-impl AreaGuard<'_> {
+impl<'a, R: RawMutex> AreaGuard<'a, R> {
     /// Finds room for `p`, marks it used and returns its first pool slot number; `None`
     /// when there is none.
     #[inline(always)]
@@ -468,9 +479,9 @@ impl AreaGuard<'_> {
         })
     }
 
-    /// The area whose lock this is.
+    /// The area whose lock this is (for as long as the area lives, not only the guard).
     #[inline(always)]
-    pub(crate) fn area(&self) -> &Area {
+    pub(crate) fn area(&self) -> &'a Area<R> {
         self.area
     }
 

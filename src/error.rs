@@ -186,6 +186,21 @@ pub enum LookupError {
         /// Direction given.
         given: Direction,
     },
+    /// A buffer given to [`unmap_into`](crate::Pool::unmap_into),
+    /// [`sync_for_cpu_into`](crate::Pool::sync_for_cpu_into) or
+    /// [`sync_for_device_from`](crate::Pool::sync_for_device_from) that is not the mapping's
+    /// original, or not the part of it that the device address corresponds to.
+    #[error(
+        "buffer at {given:#x} is not the original's byte for {dma:#x}, which is at {expected:#x}"
+    )]
+    WrongBuffer {
+        /// Device address given.
+        dma: DmaAddr,
+        /// CPU address of the original's byte for `dma`.
+        expected: usize,
+        /// CPU address of the buffer given.
+        given: usize,
+    },
     /// A streaming call on a coherent allocation, or a free of a streaming mapping.
     #[error("{dma:#x} is a {actual}, not a {expected}")]
     WrongKind {

@@ -68,6 +68,7 @@ pub mod implementation;
 mod padded;
 mod pool;
 mod request;
+pub mod shared;
 mod slot;
 mod sync;
 #[cfg(feature = "test-utils")]
@@ -78,5 +79,7 @@ mod tests;
 pub use area::AreaStats;
 pub use config::{Config, MAX_AREAS};
 pub use error::{ConfigError, LookupError, MapError};
-pub use pool::{Coherent, Mapping, MappingKind, Pool, Stats};
-pub use request::{Attrs, Constraints, Direction, DmaAddr};
+pub use lock_api::RawMutex;
+pub use pool::{Coherent, ForeignAllocation, Mapping, MappingKind, Pool, Stats};
+pub use request::{Attrs, Constraints, Direction, DmaAddr, Fill};
+pub use sync::{DefaultRawMutex, SpinRawMutex};

@@ -101,21 +101,73 @@ impl Default for Constraints {
     }
 }
 
-/// Options of [`Pool::unmap`](crate::Pool::unmap) (Linux's `DMA_ATTR_*`).
+/// What the bounce buffer of a `FromDevice` mapping holds when the device is given it.
+///
+/// `ToDevice` and `Bidirectional` mappings always start as a copy of the original (the
+/// device must read it); the rule matters only for buffers the device writes.
+///
+/// | rule       | bounce buffer at map | a device that writes only part, then a whole copy back |
+/// |------------|----------------------|-------------------------------------------------------|
+/// | `Original` | the original's bytes | the rest of the original is unchanged                  |
+/// | `Zero`     | zeros                | the rest of the original becomes zeros                 |
+///
+/// `Original` is Linux's rule (since CVE-2022-0854): a caller that copies the whole buffer
+/// back never sees stale pool bytes or loses its own. But it shows the device every byte
+/// the buffer held before, which in a confidential VM is private memory handed to the
+/// host. `Zero` shows the device nothing of the guest; it is the right rule wherever the
+/// caller copies back only what the device reports it wrote (virtio's used length: the
+/// spec forbids drivers to rely on bytes past it), and the only one that keeps a receive
+/// buffer's old contents private.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "test-utils", derive(arbitrary::Arbitrary))]
+pub enum Fill {
+    /// A copy of the original (Linux).
+    #[default]
+    Original,
+    /// Zeros: nothing of the original reaches the pool.
+    Zero,
+}
+
+/// Options of a map or unmap (Linux's `DMA_ATTR_*`), for
+/// [`Pool::map_attrs`](crate::Pool::map_attrs) and [`Pool::unmap`](crate::Pool::unmap).
+///
+/// # Examples
+///
+/// ```
+/// use swiotlb::{Attrs, Fill};
+/// let receive = Attrs::NONE.fill(Fill::Zero);
+/// assert_eq!(receive, Attrs::ZERO_FILL);
+/// assert!(!receive.skip_cpu_sync);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Attrs {
-    /// Do not copy the bounce buffer back to the original on unmap (Linux
-    /// `DMA_ATTR_SKIP_CPU_SYNC`). The copy into the bounce buffer on map always happens.
+    /// Unmap: do not copy the bounce buffer back to the original (Linux
+    /// `DMA_ATTR_SKIP_CPU_SYNC`). Ignored by map, whose copy (or fill) always happens.
     pub skip_cpu_sync: bool,
+    /// Map: what a `FromDevice` bounce buffer starts as ([`Fill`]). Ignored by unmap.
+    pub fill: Fill,
 }
 
 impl Attrs {
-    /// No options.
+    /// No options: copy back on unmap, `FromDevice` buffers start as the original.
     pub const NONE: Self = Self {
         skip_cpu_sync: false,
+        fill: Fill::Original,
     };
     /// Skip the copy back on unmap.
-    pub const SKIP_CPU_SYNC: Self = Self {
-        skip_cpu_sync: true,
-    };
+    pub const SKIP_CPU_SYNC: Self = Self::NONE.skip_cpu_sync(true);
+    /// `FromDevice` bounce buffers start as zeros.
+    pub const ZERO_FILL: Self = Self::NONE.fill(Fill::Zero);
+
+    /// Sets [`skip_cpu_sync`](Self::skip_cpu_sync).
+    pub const fn skip_cpu_sync(mut self, skip: bool) -> Self {
+        self.skip_cpu_sync = skip;
+        self
+    }
+
+    /// Sets [`fill`](Self::fill).
+    pub const fn fill(mut self, fill: Fill) -> Self {
+        self.fill = fill;
+        self
+    }
 }

@@ -1,21 +1,36 @@
 //! Per-slot metadata, kept outside the pool.
 //!
-//! Three parallel arrays, indexed by pool slot number:
+//! Four parallel arrays, indexed by pool slot number:
 //!
-//! | array   | type          | meaning                                               |
-//! |---------|---------------|-------------------------------------------------------|
-//! | `tag`   | `AtomicU16`   | what the slot is (packed [`Tag`], below)              |
-//! | `len`   | `AtomicU32`   | on a head: length of the mapping in bytes             |
-//! | `orig`  | `AtomicUsize` | on a head: CPU address of the original buffer's start |
+//! | array   | type            | meaning                                                 |
+//! |---------|-----------------|---------------------------------------------------------|
+//! | `tag`   | `AtomicU16`     | what the slot is (packed [`Tag`], below)                |
+//! | `len`   | `AtomicU32`     | on a head: length of the mapping in bytes               |
+//! | `orig`  | `AtomicPtr<u8>` | on a head: the original buffer's start (null: coherent) |
+//! | `dirty` | `AtomicU8`      | how much of the slot, from its start, may hold data     |
 //!
-//! That is 14 bytes a slot on a 64-bit machine (10 on 32-bit), plus the area bitmap's one
-//! bit: 14.125 bytes, 452 KiB for a 64 MiB pool of 2 KiB slots (Linux keeps 24).
+//! That is 15 bytes a slot on a 64-bit machine (11 on 32-bit), plus the area bitmap's one
+//! bit: 15.125 bytes, 484 KiB for a 64 MiB pool of 2 KiB slots (Linux keeps 24).
 //!
-//! The arrays are atomics because [`sync_for_cpu`](crate::Pool::sync_for_cpu) and
-//! [`sync_for_device`](crate::Pool::sync_for_device) read them without a lock. They are
-//! written only under the owning area's lock, while the slots are reserved and not yet
+//! `tag`, `len` and `orig` are atomics because [`sync_for_cpu`](crate::Pool::sync_for_cpu)
+//! and [`sync_for_device`](crate::Pool::sync_for_device) read them without a lock. They
+//! are written only under the owning area's lock, while the slots are reserved and not yet
 //! handed out, or after the owner gave them back; a caller that uses an address it got from
-//! `map` is ordered after those writes by however it got the address.
+//! `map` is ordered after those writes by however it got the address. The original is kept
+//! as a pointer, not an address, so that the copies back use the provenance the caller
+//! lent at map.
+//!
+//! # Dirty prefixes
+//!
+//! `dirty` says how many bytes from the slot's start may hold data of an earlier mapping
+//! (in 128ths of a slot, rounded up; 0: the slot holds only zeros). Only the owner of a slot
+//! reads or writes it: a map or allocation after reserving the run, a release before giving
+//! it back (the area lock orders one owner after the next). A new run zeroes what is dirty
+//! and not covered by its own data, so padding, the bytes of the head slot before the data
+//! and the tail of the last slot never show the device an earlier mapping's bytes, and a
+//! mapping that reuses a slot with data of the same size zeroes nothing. Honest devices
+//! write only the data they were given; what a device writes elsewhere is its own, not the
+//! guest's, and is not tracked.
 //!
 //! # Tag layout
 //!
@@ -35,10 +50,13 @@
 
 use crate::padded::Padded;
 use crate::request::Direction;
-use crate::sync::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
+use core::ptr;
 
 /// Largest slot size the tag's offset field can describe.
 pub(crate) const MAX_SLOT_SIZE: usize = 1 << 12;
+/// log2 of the granules a slot's dirty prefix is counted in (128, so a `u8` holds 0..=128).
+const DIRTY_UNITS_SHIFT: u32 = 7;
 /// Largest segment the tag's distance field can describe.
 pub(crate) const MAX_SEGMENT_SLOTS: usize = 1 << 14;
 
@@ -136,8 +154,8 @@ pub(crate) struct Head {
     pub(crate) offset: usize,
     /// Length of the mapping in bytes.
     pub(crate) len: usize,
-    /// CPU address of the original buffer (0 for coherent allocations).
-    pub(crate) orig: usize,
+    /// The original buffer's first byte (null for coherent allocations).
+    pub(crate) orig: *mut u8,
 }
 
 // === impl Slots ===
@@ -148,7 +166,8 @@ pub(crate) struct Slots {
     first: usize,
     tag: Padded<AtomicU16>,
     len: Padded<AtomicU32>,
-    orig: Padded<AtomicUsize>,
+    orig: Padded<AtomicPtr<u8>>,
+    dirty: Padded<AtomicU8>,
 }
 
 impl Slots {
@@ -159,14 +178,16 @@ impl Slots {
             first,
             tag: Padded::new(count, || AtomicU16::new(Tag::Free.encode()))?,
             len: Padded::new(count, || AtomicU32::new(0))?,
-            orig: Padded::new(count, || AtomicUsize::new(0))?,
+            orig: Padded::new(count, || AtomicPtr::new(ptr::null_mut()))?,
+            dirty: Padded::new(count, || AtomicU8::new(0))?,
         })
     }
 
     /// Bytes of metadata per slot (the three arrays; the bitmap bit is extra).
     pub(crate) const BYTES_PER_SLOT: usize = core::mem::size_of::<AtomicU16>()
         + core::mem::size_of::<AtomicU32>()
-        + core::mem::size_of::<AtomicUsize>();
+        + core::mem::size_of::<AtomicPtr<u8>>()
+        + core::mem::size_of::<AtomicU8>();
 
     #[inline(always)]
     pub(crate) fn tag(&self, slot: usize) -> Tag {
@@ -238,6 +259,28 @@ impl Slots {
         }
     }
 
+    /// Bytes from the start of `slot` that may hold data (a multiple of the granule, a
+    /// 128th of a slot of `1 << slot_shift` bytes). Only the slot's owner calls this.
+    #[inline(always)]
+    pub(crate) fn dirty(&self, slot: usize, slot_shift: u32) -> usize {
+        let units = self.dirty[slot - self.first].load(Ordering::Relaxed) as usize;
+        units << slot_shift.saturating_sub(DIRTY_UNITS_SHIFT)
+    }
+
+    /// Records that the first `bytes` bytes of `slot` may hold data (rounded up to the
+    /// granule). Only the slot's owner calls this.
+    #[inline(always)]
+    pub(crate) fn set_dirty(&self, slot: usize, bytes: usize, slot_shift: u32) {
+        debug_assert!(bytes <= 1 << slot_shift);
+        let shift = slot_shift.saturating_sub(DIRTY_UNITS_SHIFT);
+        let units = bytes.div_ceil(1 << shift);
+        let cell = &self.dirty[slot - self.first];
+        // Most maps reuse a slot with data of the same extent: leave its line clean then.
+        if cell.load(Ordering::Relaxed) as usize != units {
+            cell.store(units as u8, Ordering::Relaxed);
+        }
+    }
+
     /// Number of padding slots directly in front of `head`, not looking before `floor`.
     #[inline(always)]
     pub(crate) fn pad_before(&self, head: usize, floor: usize) -> usize {
@@ -292,7 +335,7 @@ mod tests {
             use_: Use::Stream(Direction::ToDevice),
             offset: 100,
             len: 5000,
-            orig: 0x1234,
+            orig: ptr::without_provenance_mut(0x1234),
         };
         slots.write_run(3, 5, 2, head);
         assert_eq!(slots.head_of(3), None);

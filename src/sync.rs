@@ -1,22 +1,37 @@
 //! The only place that names atomics, locks or spin hints.
 //!
-//! Three back ends, chosen at compile time:
-//! - `--cfg loom`: loom's atomics and mutex, so the models in `src/tests/` explore every
-//!   interleaving of the real code;
-//! - feature `std`: `core` atomics and `parking_lot`'s mutex (spins briefly, then parks);
-//! - neither: `core` atomics and a test-and-test-and-set spin lock that backs off with
-//!   `crossbeam_utils::Backoff`.
+//! Locks are `lock_api` mutexes over a raw lock `R` the pool is generic over, so that a
+//! `no_std` user can bring one that is safe in their context (one that masks interrupts,
+//! say). [`DefaultRawMutex`] is `parking_lot`'s with `std` and [`SpinRawMutex`] (a
+//! test-and-test-and-set spin lock with exponential backoff) without.
 //!
-//! Every back end offers the same small surface: [`Mutex::new`], [`Mutex::lock`],
-//! [`Mutex::try_lock`] (guards deref to the data) and the atomic integer types.
+//! Under `--cfg loom`, the atomics and the mutex are loom's (whatever `R` is), so the
+//! models in `src/tests/` explore the interleavings of the real code.
+//!
+//! Every back end offers the same small surface: `Mutex::new`, `Mutex::lock`,
+//! `Mutex::try_lock` (guards deref to the data) and the atomic types.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{
+    AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
 
 pub(crate) use self::mutex::{Mutex, MutexGuard};
+
+/// The lock a pool uses when none is named: `parking_lot`'s (spins briefly, then parks the
+/// thread) with `std`, [`SpinRawMutex`] without.
+#[cfg(feature = "std")]
+pub type DefaultRawMutex = parking_lot::RawMutex;
+
+/// The lock a pool uses when none is named: `parking_lot`'s (spins briefly, then parks the
+/// thread) with `std`, [`SpinRawMutex`] without.
+#[cfg(not(feature = "std"))]
+pub type DefaultRawMutex = SpinRawMutex;
 
 /// Tells the scheduler (loom's, or the CPU) that this thread is waiting on another.
 #[inline]
@@ -28,57 +43,128 @@ pub(crate) fn spin_hint() {
     core::hint::spin_loop();
 }
 
+/// A number no other pool of this program has had: what ties a
+/// [`Coherent`](crate::Coherent) handle to the pool that made it. Core's atomics even under
+/// loom: the models build their pools outside the threads they explore.
+pub(crate) fn next_pool_id() -> usize {
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+}
+
+// === impl SpinRawMutex ===
+
+/// A test-and-test-and-set spin lock, the default without `std`.
+///
+/// Waiters spin on a plain load (so the line stays shared while the lock is held) and back
+/// off exponentially between attempts (`crossbeam_utils::Backoff`). There is no fairness
+/// and no parking: a pool holds an area's lock for a bitmap search and a few stores, never
+/// across a copy.
+///
+/// It does not mask interrupts. If an interrupt handler may map or unmap on a CPU that can
+/// be holding the same pool's lock (a completion handler calling `unmap`, say), that CPU
+/// deadlocks; give such a pool a lock that disables interrupts while held, through
+/// [`Pool::with_raw_mutex`](crate::Pool::with_raw_mutex) and your own
+/// [`lock_api::RawMutex`].
+#[derive(Debug)]
+pub struct SpinRawMutex {
+    locked: core::sync::atomic::AtomicBool,
+}
+
+// SAFETY: `lock` and `try_lock` return only once this context holds the flag (a successful
+// Acquire compare-exchange from false to true), so at most one context holds the lock at a
+// time; `unlock` (whose caller holds it) releases it with a Release store, ordering the
+// critical section before the next acquisition.
+unsafe impl lock_api::RawMutex for SpinRawMutex {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = Self {
+        locked: core::sync::atomic::AtomicBool::new(false),
+    };
+
+    type GuardMarker = lock_api::GuardSend;
+
+    #[inline]
+    fn lock(&self) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while !self.try_lock() {
+            while self.locked.load(core::sync::atomic::Ordering::Relaxed) {
+                backoff.snooze();
+            }
+        }
+    }
+
+    #[inline]
+    fn try_lock(&self) -> bool {
+        use core::sync::atomic::Ordering::{Acquire, Relaxed};
+        self.locked
+            .compare_exchange(false, true, Acquire, Relaxed)
+            .is_ok()
+    }
+
+    #[inline]
+    unsafe fn unlock(&self) {
+        self.locked
+            .store(false, core::sync::atomic::Ordering::Release);
+    }
+}
+
 #[cfg(loom)]
 mod mutex {
+    use core::marker::PhantomData;
     use core::ops::{Deref, DerefMut};
     use loom::sync::atomic::{AtomicUsize, Ordering};
 
-    /// loom's mutex behind the crate's mutex API.
+    /// loom's mutex behind the crate's mutex API; the pool's lock type `R` is ignored, so
+    /// that loom sees every acquisition.
     #[derive(Debug)]
-    pub(crate) struct Mutex<T> {
+    pub(crate) struct Mutex<R, T> {
         inner: loom::sync::Mutex<T>,
         /// Touched after every acquire and release, only so that loom explores the window
         /// between one thread's unlock and its next step: loom 0.7 does not treat a release
         /// as a point where another thread may run first.
         epoch: AtomicUsize,
+        _lock: PhantomData<fn() -> R>,
     }
 
     /// A held [`Mutex`]; unlocks on drop.
     #[derive(Debug)]
-    pub(crate) struct MutexGuard<'a, T> {
+    pub(crate) struct MutexGuard<'a, R, T> {
         guard: Option<loom::sync::MutexGuard<'a, T>>,
         epoch: &'a AtomicUsize,
+        _lock: PhantomData<fn() -> R>,
     }
 
-    impl<T> Mutex<T> {
+    impl<R, T> Mutex<R, T> {
         pub(crate) fn new(value: T) -> Self {
             Self {
                 inner: loom::sync::Mutex::new(value),
                 epoch: AtomicUsize::new(0),
+                _lock: PhantomData,
             }
         }
 
-        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        pub(crate) fn lock(&self) -> MutexGuard<'_, R, T> {
             // A poisoned lock means a model thread panicked: the model has failed already.
             let guard = self.inner.lock().expect("a loom model thread panicked");
             self.epoch.fetch_add(1, Ordering::Relaxed);
             MutexGuard {
                 guard: Some(guard),
                 epoch: &self.epoch,
+                _lock: PhantomData,
             }
         }
 
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, R, T>> {
             let guard = self.inner.try_lock().ok()?;
             self.epoch.fetch_add(1, Ordering::Relaxed);
             Some(MutexGuard {
                 guard: Some(guard),
                 epoch: &self.epoch,
+                _lock: PhantomData,
             })
         }
     }
 
-    impl<T> Deref for MutexGuard<'_, T> {
+    impl<R, T> Deref for MutexGuard<'_, R, T> {
         type Target = T;
 
         fn deref(&self) -> &T {
@@ -86,13 +172,13 @@ mod mutex {
         }
     }
 
-    impl<T> DerefMut for MutexGuard<'_, T> {
+    impl<R, T> DerefMut for MutexGuard<'_, R, T> {
         fn deref_mut(&mut self) -> &mut T {
             self.guard.as_mut().expect("the guard is held until drop")
         }
     }
 
-    impl<T> Drop for MutexGuard<'_, T> {
+    impl<R, T> Drop for MutexGuard<'_, R, T> {
         fn drop(&mut self) {
             drop(self.guard.take());
             self.epoch.load(Ordering::Relaxed);
@@ -100,114 +186,13 @@ mod mutex {
     }
 }
 
-#[cfg(all(not(loom), feature = "std"))]
+#[cfg(not(loom))]
 mod mutex {
-    /// parking_lot's mutex behind the crate's mutex API.
-    #[derive(Debug)]
-    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+    /// The pool's raw lock `R` around a value: `lock_api`'s mutex.
+    pub(crate) type Mutex<R, T> = lock_api::Mutex<R, T>;
 
-    pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
-
-    impl<T> Mutex<T> {
-        pub(crate) fn new(value: T) -> Self {
-            Self(parking_lot::Mutex::new(value))
-        }
-
-        #[inline]
-        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock()
-        }
-
-        #[inline]
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock()
-        }
-    }
-}
-
-#[cfg(all(not(loom), not(feature = "std")))]
-mod mutex {
-    use core::cell::UnsafeCell;
-    use core::ops::{Deref, DerefMut};
-    use core::sync::atomic::{AtomicBool, Ordering};
-    use crossbeam_utils::Backoff;
-
-    /// A test-and-test-and-set spin lock for `no_std` builds.
-    ///
-    /// Waiters spin on a plain load (so the line stays shared while the lock is held) and back
-    /// off exponentially between attempts. There is no fairness and no parking: the areas it
-    /// guards are held for a bitmap search and a few stores, never across a copy.
-    #[derive(Debug)]
-    pub(crate) struct Mutex<T> {
-        locked: AtomicBool,
-        value: UnsafeCell<T>,
-    }
-
-    // SAFETY: the lock hands out access to `value` to one thread at a time (acquire on lock,
-    // release on unlock), so sharing the mutex is as safe as sending the value.
-    unsafe impl<T: Send> Sync for Mutex<T> {}
-    // SAFETY: the mutex owns its value; moving it moves the value.
-    unsafe impl<T: Send> Send for Mutex<T> {}
-
-    /// Proof of holding a [`Mutex`]; unlocks on drop.
-    #[derive(Debug)]
-    pub(crate) struct MutexGuard<'a, T> {
-        mutex: &'a Mutex<T>,
-    }
-
-    impl<T> Mutex<T> {
-        pub(crate) const fn new(value: T) -> Self {
-            Self {
-                locked: AtomicBool::new(false),
-                value: UnsafeCell::new(value),
-            }
-        }
-
-        #[inline]
-        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            let backoff = Backoff::new();
-            loop {
-                if let Some(guard) = self.try_lock() {
-                    return guard;
-                }
-                while self.locked.load(Ordering::Relaxed) {
-                    backoff.snooze();
-                }
-            }
-        }
-
-        #[inline]
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.locked
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .ok()
-                .map(|_| MutexGuard { mutex: self })
-        }
-    }
-
-    impl<T> Deref for MutexGuard<'_, T> {
-        type Target = T;
-
-        fn deref(&self) -> &T {
-            // SAFETY: a guard exists only while `locked` is held by this thread (set by the
-            // successful compare-exchange in `try_lock`), so no other reference to the value
-            // exists.
-            unsafe { &*self.mutex.value.get() }
-        }
-    }
-
-    impl<T> DerefMut for MutexGuard<'_, T> {
-        fn deref_mut(&mut self) -> &mut T {
-            // SAFETY: as in `deref`; `&mut self` makes this the only use of the guard.
-            unsafe { &mut *self.mutex.value.get() }
-        }
-    }
-
-    impl<T> Drop for MutexGuard<'_, T> {
-        fn drop(&mut self) {
-            self.mutex.locked.store(false, Ordering::Release);
-        }
-    }
+    /// A held [`Mutex`]; unlocks on drop.
+    pub(crate) type MutexGuard<'a, R, T> = lock_api::MutexGuard<'a, R, T>;
 }
 
 /// The default area hint: a number of the calling thread's own (given out in turn, so

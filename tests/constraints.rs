@@ -231,8 +231,8 @@ fn alignment_holds_in_device_space_when_the_region_is_not_aligned() {
             assert_eq!(device_read(pool, dma, 4096), o.bytes());
             o.unmap(pool, dma, Direction::ToDevice);
             let c = pool.alloc(12288, &Constraints::NONE).unwrap();
-            assert_eq!(c.dma % 16384, 0);
-            pool.free(c.dma, 12288).unwrap();
+            assert_eq!(c.dma() % 16384, 0);
+            pool.free(c).unwrap();
         });
         drop(pool);
         // SAFETY: allocated above with this layout; the pool is gone.

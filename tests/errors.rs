@@ -33,7 +33,7 @@ fn scene() -> Scene {
         bufs.push((o, dma, dir));
     }
     let co = pool.alloc(6000, &Constraints::NONE).unwrap();
-    device_write(&pool, co.dma, &[0x99; 6000]);
+    device_write(&pool, co.dma(), &[0x99; 6000]);
     Scene { pool, bufs, co }
 }
 
@@ -51,7 +51,7 @@ impl Scene {
         for (mut o, dma, dir) in self.bufs.drain(..) {
             o.unmap(&self.pool, dma, dir);
         }
-        self.pool.free(self.co.dma, self.co.size).unwrap();
+        self.pool.free(self.co).unwrap();
         assert_eq!(self.pool.stats().used_slots, 0);
     }
 
@@ -200,9 +200,9 @@ fn unmap_with_the_wrong_direction_is_a_mismatch() {
 #[test]
 fn unmap_of_a_coherent_allocation_is_the_wrong_kind() {
     lookup_refused(
-        |s| unmap(s, s.co.dma, 6000, Direction::ToDevice),
+        |s| unmap(s, s.co.dma(), 6000, Direction::ToDevice),
         |s| LookupError::WrongKind {
-            dma: s.co.dma,
+            dma: s.co.dma(),
             expected: "streaming mapping",
             actual: "coherent allocation",
         },
@@ -272,19 +272,27 @@ fn sync_of_unmapped_or_coherent_memory_is_refused() {
         },
     );
     lookup_refused(
-        |s| sync_dev(s, s.co.dma + 10, 10, Direction::ToDevice),
+        |s| sync_dev(s, s.co.dma() + 10, 10, Direction::ToDevice),
         |s| LookupError::WrongKind {
-            dma: s.co.dma + 10,
+            dma: s.co.dma() + 10,
             expected: "streaming mapping",
             actual: "coherent allocation",
         },
     );
 }
 
+/// `free_raw`, as a caller that took its handle apart would call it: every name that is
+/// not a live allocation of its own size is refused.
+fn free_raw(s: &Scene, dma: u64, size: usize) -> Result<(), LookupError> {
+    // SAFETY: the scene's allocation is not named with its own start and size below, so no
+    // call frees an allocation that someone else owns.
+    unsafe { s.pool.free_raw(dma, size) }
+}
+
 #[test]
 fn free_errors() {
     lookup_refused(
-        |s| s.pool.free(s.bufs[0].1, 100),
+        |s| free_raw(s, s.bufs[0].1, 100),
         |s| LookupError::WrongKind {
             dma: s.bufs[0].1,
             expected: "coherent allocation",
@@ -292,30 +300,63 @@ fn free_errors() {
         },
     );
     lookup_refused(
-        |s| s.pool.free(s.co.dma, 4096),
+        |s| free_raw(s, s.co.dma(), 4096),
         |s| LookupError::LengthMismatch {
-            dma: s.co.dma,
+            dma: s.co.dma(),
             mapped: 6000,
             given: 4096,
         },
     );
     lookup_refused(
-        |s| s.pool.free(s.co.dma + 2048, 6000),
+        |s| free_raw(s, s.co.dma() + 2048, 6000),
         |s| LookupError::NotStart {
-            dma: s.co.dma + 2048,
-            start: s.co.dma,
+            dma: s.co.dma() + 2048,
+            start: s.co.dma(),
         },
     );
-    // Double free.
+    // Double free through the raw parts (a handle cannot be freed twice: it is consumed).
     let s = scene();
-    let c = s.pool.alloc(100, &Constraints::NONE).unwrap();
-    s.pool.free(c.dma, 100).unwrap();
+    let (dma, _, size) = s.pool.alloc(100, &Constraints::NONE).unwrap().into_raw();
+    // SAFETY: the allocation is ours, taken apart just above.
+    unsafe { s.pool.free_raw(dma, size) }.unwrap();
     let before = snapshot(&s.pool);
     let originals = s.originals();
+    assert_eq!(free_raw(&s, dma, 100), Err(LookupError::NotMapped { dma }));
+    s.refused(before, originals);
+}
+
+/// The fix of a finding: `Pool::free(dma, size)` was safe, so after alloc A, free A, alloc B
+/// in the same slots, a stale `free(A)` freed B, and the next alloc handed B's memory to a
+/// second owner while B was live (two threads then wrote the same bytes, a data race from
+/// safe code). Allocations are now owned by a non-`Copy` handle that `free` consumes (the
+/// stale call does not compile: see the `compile_fail` example on `Pool::free`), and the
+/// handle is tied to its pool.
+#[test]
+fn a_handle_frees_only_its_own_allocation_in_its_own_pool() {
+    let s = scene();
+    let other = pool(8);
+    let a = s.pool.alloc(4096, &Constraints::NONE).unwrap();
+    let a_dma = a.dma();
+    s.pool.free(a).unwrap();
+    let b = s.pool.alloc(4096, &Constraints::NONE).unwrap();
     assert_eq!(
-        s.pool.free(c.dma, 100),
-        Err(LookupError::NotMapped { dma: c.dma })
+        b.dma(),
+        a_dma,
+        "B reuses A's slots, the case of the finding"
     );
+    // B given to the wrong pool comes back untouched, and the pools are unchanged.
+    let before = (snapshot(&s.pool), snapshot(&other));
+    let b = match other.free(b) {
+        Err(swiotlb::ForeignAllocation(b)) => b,
+        Ok(()) => panic!("another pool freed B"),
+    };
+    assert_eq!((snapshot(&s.pool), snapshot(&other)), before);
+    // B is still B's: a new allocation does not get its slots.
+    let c = s.pool.alloc(4096, &Constraints::NONE).unwrap();
+    assert_ne!(c.dma(), b.dma());
+    s.pool.free(c).unwrap();
+    s.pool.free(b).unwrap();
+    let (before, originals) = (snapshot(&s.pool), s.originals());
     s.refused(before, originals);
 }
 
@@ -417,7 +458,7 @@ fn mapping_pool_memory_is_refused() {
     let s = scene();
     let before = snapshot(&s.pool);
     let originals = s.originals();
-    let inside = s.pool.translate(s.co.dma, 100).unwrap();
+    let inside = s.pool.translate(s.co.dma(), 100).unwrap();
     // SAFETY: refused before any access.
     let r = unsafe {
         s.pool.map(

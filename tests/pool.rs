@@ -13,19 +13,19 @@ fn coherent_memory_is_zeroed_even_over_an_earlier_users_bytes() {
         let c = pool.alloc(size, &Constraints::NONE).unwrap();
         let slots = size.div_ceil(2048);
         assert_eq!(
-            device_read(&pool, c.dma, slots * 2048),
+            device_read(&pool, c.dma(), slots * 2048),
             vec![0; slots * 2048]
         );
         // Dirty it (and the rest of its last slot) for the next round.
-        device_write(&pool, c.dma, &vec![0xab; slots * 2048]);
-        pool.free(c.dma, size).unwrap();
+        device_write(&pool, c.dma(), &vec![0xab; slots * 2048]);
+        pool.free(c).unwrap();
     }
     let mut o = Orig::new(20000, 0, 1);
     let dma = o.map(&pool, Direction::ToDevice, &Constraints::NONE);
     o.unmap(&pool, dma, Direction::ToDevice);
     let c = pool.alloc(20000, &Constraints::NONE).unwrap();
-    assert_eq!(device_read(&pool, c.dma, 20480), vec![0; 20480]);
-    pool.free(c.dma, 20000).unwrap();
+    assert_eq!(device_read(&pool, c.dma(), 20480), vec![0; 20480]);
+    pool.free(c).unwrap();
 }
 
 #[test]
@@ -42,11 +42,16 @@ fn coherent_allocations_are_aligned_to_their_page_order() {
             (200_000, 262144),
         ] {
             let c = pool.alloc(size, &Constraints::NONE).unwrap();
-            assert_eq!(c.dma % align, 0, "round {round}: {size} at {:#x}", c.dma);
+            assert_eq!(
+                c.dma() % align,
+                0,
+                "round {round}: {size} at {:#x}",
+                c.dma()
+            );
             // With an allocated pool the CPU address is the device address.
-            assert_eq!(c.cpu.as_ptr() as u64, c.dma);
-            assert_eq!(c.size, size);
-            pool.free(c.dma, size).unwrap();
+            assert_eq!(c.cpu().as_ptr().addr() as u64, c.dma());
+            assert_eq!(c.size(), size);
+            pool.free(c).unwrap();
         }
     });
 }
@@ -58,20 +63,23 @@ fn coherent_allocations_never_share_a_slot() {
     for i in 0..40 {
         let size = 1 + i * 300;
         let c = pool.alloc(size, &Constraints::NONE).unwrap();
-        device_write(&pool, c.dma, &vec![i as u8; size]);
+        device_write(&pool, c.dma(), &vec![i as u8; size]);
         live.push(c);
     }
     let mut runs: Vec<(u64, u64)> = live
         .iter()
-        .map(|c| (c.dma, c.dma + c.size.div_ceil(2048) as u64 * 2048))
+        .map(|c| (c.dma(), c.dma() + c.size().div_ceil(2048) as u64 * 2048))
         .collect();
     runs.sort();
     for w in runs.windows(2) {
         assert!(w[0].1 <= w[1].0, "{w:x?}");
     }
-    for (i, c) in live.iter().enumerate() {
-        assert_eq!(device_read(&pool, c.dma, c.size), vec![i as u8; c.size]);
-        pool.free(c.dma, c.size).unwrap();
+    for (i, c) in live.into_iter().enumerate() {
+        assert_eq!(
+            device_read(&pool, c.dma(), c.size()),
+            vec![i as u8; c.size()]
+        );
+        pool.free(c).unwrap();
     }
     assert_eq!(pool.stats().used_slots, 0);
 }
@@ -89,7 +97,7 @@ fn coherent_allocation_taken_while_a_mapping_is_live_does_not_split_the_free_spa
     let big_dma = big.map(&pool, Direction::ToDevice, &Constraints::NONE);
     let ring = pool.alloc(8192, &Constraints::NONE).unwrap();
     assert_eq!(
-        ring.dma + 8192,
+        ring.dma() + 8192,
         pool.dma_range().end,
         "the ring sits at the top of the area (the mapping is at {:#x})",
         big_dma - dma_base
@@ -104,7 +112,7 @@ fn coherent_allocation_taken_while_a_mapping_is_live_does_not_split_the_free_spa
     assert_eq!(pool.stats().used_slots, 256);
     rest.unmap(&pool, rest_dma, Direction::ToDevice);
     whole.unmap(&pool, whole_dma, Direction::ToDevice);
-    pool.free(ring.dma, 8192).unwrap();
+    pool.free(ring).unwrap();
     assert_eq!(pool.stats().used_slots, 0);
 }
 
@@ -119,8 +127,8 @@ fn coherent_allocations_obey_limit_boundary_and_larger_alignment() {
         .min_align_mask(0xfff);
     for _ in 0..5 {
         let a = pool.alloc(3000, &c).unwrap();
-        assert_eq!(a.dma % 0x8000, 0);
-        assert!(a.dma + 2999 < start + (1 << 20));
+        assert_eq!(a.dma() % 0x8000, 0);
+        assert!(a.dma() + 2999 < start + (1 << 20));
     }
     assert!(matches!(
         pool.alloc(262145, &Constraints::NONE),
@@ -298,7 +306,7 @@ fn lookup_finds_live_mappings_and_changes_nothing() {
         len: 3000,
         kind: MappingKind::Streaming {
             dir: Direction::FromDevice,
-            orig: o.addr() as usize,
+            orig: o.as_ptr(),
         },
     });
     for at in [dma, dma + 1, dma + 2999] {
@@ -308,16 +316,17 @@ fn lookup_finds_live_mappings_and_changes_nothing() {
     assert_eq!(pool.lookup(dma - 1), None);
     let c = pool.alloc(100, &Constraints::NONE).unwrap();
     assert_eq!(
-        pool.lookup(c.dma + 99),
+        pool.lookup(c.dma() + 99),
         Some(Mapping {
-            dma: c.dma,
+            dma: c.dma(),
             len: 100,
             kind: MappingKind::Coherent
         })
     );
     assert_eq!(pool.stats().used_slots, 3);
     o.unmap(&pool, dma, Direction::FromDevice);
-    pool.free(c.dma, 100).unwrap();
+    let c_dma = c.dma();
+    pool.free(c).unwrap();
     assert_eq!(pool.lookup(dma), None);
-    assert_eq!(pool.lookup(c.dma), None);
+    assert_eq!(pool.lookup(c_dma), None);
 }

@@ -68,17 +68,17 @@ fn double_allocation_coherent_8k_after_one_slot_mapping_is_aligned_and_shares_no
         let mut one = Orig::new(100, round * 8, round as u8);
         let dma = one.map(pool, Direction::Bidirectional, &Constraints::NONE);
         let co = pool.alloc(8192, &Constraints::NONE).expect("alloc");
-        assert_eq!(co.dma % 8192, 0, "round {round}: {:#x}", co.dma);
+        assert_eq!(co.dma() % 8192, 0, "round {round}: {:#x}", co.dma());
         // The 1-slot mapping's slot and the allocation's four do not meet.
         let slot = dma & !2047;
         assert!(
-            slot + 2048 <= co.dma || co.dma + 8192 <= slot,
+            slot + 2048 <= co.dma() || co.dma() + 8192 <= slot,
             "round {round}: overlap"
         );
         // Writing the whole allocation leaves the mapping's bounce bytes alone.
-        device_write(pool, co.dma, &[0xee; 8192]);
+        device_write(pool, co.dma(), &[0xee; 8192]);
         assert_eq!(device_read(pool, dma, 100), one.bytes(), "round {round}");
-        pool.free(co.dma, 8192).expect("free");
+        pool.free(co).expect("free");
         one.unmap(pool, dma, Direction::Bidirectional);
     });
 }

@@ -11,9 +11,12 @@
 //! Not a timing test: it runs a fixed number of operations (fewer in debug builds). Run it
 //! as `cargo test --release --test stress` (a few seconds here).
 
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use swiotlb::{Attrs, Config, Constraints, Direction, DmaAddr, LookupError, MapError, Pool};
+use swiotlb::shared::{copy_from_shared, copy_to_shared};
+use swiotlb::{
+    Attrs, Coherent, Config, Constraints, Direction, DmaAddr, LookupError, MapError, Pool,
+};
 
 const THREADS: usize = 6;
 /// Operations per thread.
@@ -60,14 +63,14 @@ fn read_pool(pool: &Pool, dma: DmaAddr, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     // SAFETY: `translate` checked the range is in the pool; pool memory is only accessed by
     // raw copies, and this thread owns the mapping that holds the range.
-    unsafe { ptr::copy_nonoverlapping(at.as_ptr(), out.as_mut_ptr(), len) };
+    unsafe { copy_from_shared(out.as_mut_ptr(), at.as_ptr(), len) };
     out
 }
 
 fn write_pool(pool: &Pool, dma: DmaAddr, data: &[u8]) {
     let at = pool.translate(dma, data.len()).expect("range in the pool");
     // SAFETY: as in `read_pool`.
-    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), at.as_ptr(), data.len()) };
+    unsafe { copy_to_shared(at.as_ptr(), data.as_ptr(), data.len()) };
 }
 
 /// A live streaming mapping and what its owner expects of it.
@@ -94,8 +97,7 @@ impl Live {
 
 /// A live coherent allocation and the bytes it must hold.
 struct Held {
-    dma: DmaAddr,
-    size: usize,
+    handle: Coherent,
     bytes: Vec<u8>,
 }
 
@@ -198,15 +200,14 @@ fn worker(pool: &Pool, thread: usize, tally_full: &AtomicUsize) -> Tally {
                 match pool.alloc(size, &Constraints::NONE) {
                     Ok(c) => {
                         let order = size.div_ceil(4096).next_power_of_two() * 4096;
-                        assert_eq!(c.dma % order as u64, 0, "alignment of {size} bytes");
+                        assert_eq!(c.dma() % order as u64, 0, "alignment of {size} bytes");
                         let whole = size.div_ceil(SLOT) * SLOT;
-                        assert!(read_pool(pool, c.dma, whole).iter().all(|&b| b == 0));
+                        assert!(read_pool(pool, c.dma(), whole).iter().all(|&b| b == 0));
                         let fill = bytes(id(), size);
-                        write_pool(pool, c.dma, &fill);
+                        write_pool(pool, c.dma(), &fill);
                         tally.allocs += 1;
                         held.push(Held {
-                            dma: c.dma,
-                            size,
+                            handle: c,
                             bytes: fill,
                         });
                     }
@@ -320,13 +321,12 @@ fn unmap(pool: &Pool, m: &mut Live, rng: &mut Rng, id: &mut impl FnMut() -> u64)
 }
 
 fn free(pool: &Pool, h: Held) {
+    let (dma, size) = (h.handle.dma(), h.handle.size());
     assert!(
-        read_pool(pool, h.dma, h.size) == h.bytes,
-        "coherent allocation at {:#x} ({} bytes) changed under it",
-        h.dma,
-        h.size
+        read_pool(pool, dma, size) == h.bytes,
+        "coherent allocation at {dma:#x} ({size} bytes) changed under it",
     );
-    pool.free(h.dma, h.size).expect("free");
+    pool.free(h.handle).expect("free");
 }
 
 #[test]

@@ -5,14 +5,17 @@
 //!   giving it back;
 //! - [`streaming`]: map / unmap / sync;
 //! - [`coherent`]: alloc / free;
+//! - [`fill`]: what a run shows the device before its data goes in, and scrubbing;
 //! - [`stats`]: the figures.
 
 mod coherent;
+mod fill;
 mod placement;
 mod stats;
 mod streaming;
 
-pub use coherent::Coherent;
+pub use coherent::{Coherent, ForeignAllocation};
+use fill::Prepare;
 pub use stats::Stats;
 
 use crate::area::Area;
@@ -20,12 +23,13 @@ use crate::config::Config;
 use crate::error::{ConfigError, LookupError};
 use crate::request::{Direction, DmaAddr};
 use crate::slot::{Head, Slots, Use};
-use crate::sync::AtomicUsize;
+use crate::sync::{AtomicUsize, DefaultRawMutex};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ops::Range;
 use core::ptr::NonNull;
 use crossbeam_utils::CachePadded;
+use lock_api::RawMutex;
 
 /// A bounce pool: a region of memory the device can address, carved into slots, with the
 /// bookkeeping (kept outside the region) to map buffers through it.
@@ -33,12 +37,20 @@ use crossbeam_utils::CachePadded;
 /// All methods take `&self`; share a pool between threads with a reference, an `Arc` or a
 /// `static`.
 ///
+/// `R` is the lock each area uses ([`DefaultRawMutex`](crate::DefaultRawMutex) unless the
+/// pool is built with [`with_raw_mutex`](Pool::with_raw_mutex)): bring one that masks
+/// interrupts if an interrupt handler may map or unmap on a CPU that can hold the lock.
+///
 /// # Memory the device can see
 ///
-/// The pool never forms a reference to its region: every byte is moved by raw-pointer
-/// copies, each byte read once per operation, and no value read from the region steers the
-/// allocator. What a device writes there can corrupt only the data of its own mappings.
-pub struct Pool {
+/// The pool never forms a reference to its region: every byte is moved by the copies of
+/// [`shared`](crate::shared), which are defined even while the device writes the same
+/// bytes, each pool byte is read once per operation, and no value read from the region
+/// steers the allocator. What a device writes there can corrupt only the data of its own
+/// mappings. Bytes of a mapping's slots that are not its data (front padding, the head of
+/// its first slot, the tail of its last) are zero, never an earlier mapping's, and the
+/// region is cleared when the pool is built.
+pub struct Pool<R = DefaultRawMutex> {
     /// CPU address of slot 0.
     cpu: NonNull<u8>,
     /// Device address of slot 0 (a multiple of the slot size).
@@ -51,7 +63,9 @@ pub struct Pool {
     page_size: usize,
     scrub: bool,
     hint: fn() -> usize,
-    areas: Box<[CachePadded<Area>]>,
+    /// Ties [`Coherent`] handles to this pool (no other pool of the program has it).
+    id: usize,
+    areas: Box<[CachePadded<Area<R>>]>,
     /// Area of each segment, by device segment number minus the first one's.
     segment_area: Box<[u8]>,
     first_segment: u64,
@@ -61,13 +75,15 @@ pub struct Pool {
     owned: Option<(NonNull<u8>, core::alloc::Layout)>,
 }
 
-// SAFETY: the region behind `cpu` is only touched through raw-pointer copies by whoever
+// SAFETY: the region behind `cpu` is only touched through the copies of `shared` by whoever
 // holds the mapping that covers the bytes (the slot reservation protocol, under the area
-// locks, hands each run to one owner); every other field is immutable after construction
-// or an atomic or a lock.
-unsafe impl Send for Pool {}
-// SAFETY: as for `Send`: `&Pool` gives no unsynchronised access to anything.
-unsafe impl Sync for Pool {}
+// locks, hands each run to one owner), and those copies are defined even when another
+// agent writes the same bytes; every other field is immutable after construction, an
+// atomic, or behind an area lock, which moves between threads if `R` does.
+unsafe impl<R: RawMutex + Send> Send for Pool<R> {}
+// SAFETY: as for `Send`: `&Pool` gives no unsynchronised access to anything, and the area
+// locks may be taken from any thread if `R` is `Sync`.
+unsafe impl<R: RawMutex + Sync> Sync for Pool<R> {}
 
 /// What [`Pool::lookup`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,8 +103,8 @@ pub enum MappingKind {
     Streaming {
         /// Its direction.
         dir: Direction,
-        /// CPU address of the original buffer.
-        orig: usize,
+        /// The original buffer (for reports; the pool owns no right to it).
+        orig: *const u8,
     },
     /// Made by [`Pool::alloc`].
     Coherent,
@@ -96,8 +112,8 @@ pub enum MappingKind {
 
 /// A live run found from a device address.
 #[derive(Clone, Copy)]
-pub(super) struct Found<'a> {
-    pub(super) area: &'a Area,
+pub(super) struct Found<'a, R> {
+    pub(super) area: &'a Area<R>,
     pub(super) head: Head,
     /// Device address of its data.
     pub(super) start: DmaAddr,
@@ -130,17 +146,103 @@ impl Pool {
     /// - the device sees that memory at `dma_base..dma_base + size`.
     ///
     /// The device may read and write the region at any time: the pool assumes nothing
-    /// about its contents.
+    /// about its contents, and clears the slots before use (a memset of the region; a
+    /// `Pool::allocate` region comes zeroed and is not written).
     pub unsafe fn new(
         cpu: NonNull<u8>,
         dma_base: DmaAddr,
         size: usize,
         config: Config,
     ) -> Result<Self, ConfigError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { Self::with_raw_mutex(cpu, dma_base, size, config) }
+    }
+
+    /// Allocates a zeroed region of `size` bytes, aligned to a segment (and a page), and
+    /// builds a pool over it,
+    /// with device addresses equal to CPU addresses: for tests, benchmarks and user-space
+    /// drivers whose "device" shares the process's address space.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::new`], and [`ConfigError::OutOfMemory`] if the region cannot be allocated.
+    #[cfg(feature = "std")]
+    pub fn allocate(size: usize, config: Config) -> Result<Self, ConfigError> {
+        config.check()?;
+        // Aligned to a whole segment, so that no segment of the pool is partial. The region
+        // is over-allocated and aligned by hand: a zeroed allocation with a small alignment is
+        // `calloc`, whose large blocks are fresh zero pages, where a large alignment would
+        // make the allocator zero (and so touch and commit) every page up front.
+        let align = config
+            .get_page_size()
+            .max(config.get_slot_size() * config.get_segment_slots());
+        let oom = ConfigError::OutOfMemory(size);
+        let layout = size
+            .checked_add(align)
+            .and_then(|total| core::alloc::Layout::from_size_align(total, 16).ok())
+            .ok_or(oom)?;
+        // SAFETY: the layout has a non-zero size.
+        let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(oom)?;
+        let skip = mem.as_ptr().addr().wrapping_neg() & (align - 1);
+        // SAFETY: `skip < align`, so the region `skip..skip + size` is inside the allocation.
+        let start = unsafe { NonNull::new_unchecked(mem.as_ptr().add(skip)) };
+        // SAFETY: `start..start + size` is a fresh zeroed allocation owned by the pool from
+        // here on (freed in `drop`) and reachable by nothing else (so `build` need not clear
+        // it); the "device" of such a pool uses CPU addresses.
+        let pool = unsafe { Self::build(start, start.as_ptr().addr() as u64, size, config, true) };
+        match pool {
+            Ok(mut pool) => {
+                pool.owned = Some((mem, layout));
+                Ok(pool)
+            }
+            Err(e) => {
+                // SAFETY: allocated above with this layout, and never handed out.
+                unsafe { std::alloc::dealloc(mem.as_ptr(), layout) };
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<R: RawMutex> Pool<R> {
+    /// As [`Pool::new`], with `R` as each area's lock: for `no_std` users whose maps and
+    /// unmaps can run in contexts the default lock is not safe in (an interrupt handler on
+    /// a CPU that may hold the lock: give a lock that masks interrupts).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::new`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Pool::new`].
+    pub unsafe fn with_raw_mutex(
+        cpu: NonNull<u8>,
+        dma_base: DmaAddr,
+        size: usize,
+        config: Config,
+    ) -> Result<Self, ConfigError> {
+        // SAFETY: the caller's promise, passed on; the region's contents are unknown, so
+        // `build` clears it.
+        unsafe { Self::build(cpu, dma_base, size, config, false) }
+    }
+
+    /// Builds the pool; clears the region's slots unless `zeroed` says they are zero.
+    ///
+    /// # Safety
+    ///
+    /// As [`Pool::new`]; if `zeroed`, every byte of the region is zero.
+    unsafe fn build(
+        cpu: NonNull<u8>,
+        dma_base: DmaAddr,
+        size: usize,
+        config: Config,
+        zeroed: bool,
+    ) -> Result<Self, ConfigError> {
         let want_areas = config.check()?;
         let slot = config.get_slot_size();
         let wraps = ConfigError::Wraps { size, dma_base };
-        if (cpu.as_ptr() as usize).checked_add(size).is_none() {
+        if cpu.as_ptr().addr().checked_add(size).is_none() {
             return Err(wraps);
         }
         let end = dma_base.checked_add(size as u64).ok_or(wraps)?;
@@ -172,7 +274,7 @@ impl Pool {
         let mut areas = Vec::new();
         areas
             .try_reserve_exact(nareas)
-            .map_err(|_| ConfigError::OutOfMemory(nareas * core::mem::size_of::<Area>()))?;
+            .map_err(|_| ConfigError::OutOfMemory(nareas * core::mem::size_of::<Area<R>>()))?;
         let mut segment_area = Vec::new();
         segment_area
             .try_reserve_exact(segments)
@@ -192,6 +294,14 @@ impl Pool {
             segment_area.resize(hi, k as u8);
         }
 
+        if !zeroed {
+            // Whatever the region held before (another pool's mappings, a boot loader's
+            // data) must not reach a device through a mapping. Linux clears its pool at
+            // boot too. The slots are clean from here, which their dirty prefixes (0) say.
+            // SAFETY: the slots lie in the region the caller vouched for; no mapping
+            // exists yet.
+            unsafe { crate::shared::fill_shared(cpu.as_ptr(), 0, slots_total << slot_shift) };
+        }
         Ok(Self {
             cpu,
             dma,
@@ -202,6 +312,7 @@ impl Pool {
             page_size: config.get_page_size(),
             scrub: config.scrubs(),
             hint: config.hint(),
+            id: crate::sync::next_pool_id(),
             areas: areas.into_boxed_slice(),
             segment_area: segment_area.into_boxed_slice(),
             first_segment,
@@ -210,51 +321,6 @@ impl Pool {
             #[cfg(feature = "std")]
             owned: None,
         })
-    }
-
-    /// Allocates a zeroed region of `size` bytes, aligned to a segment (and a page), and
-    /// builds a pool over it,
-    /// with device addresses equal to CPU addresses: for tests, benchmarks and user-space
-    /// drivers whose "device" shares the process's address space.
-    ///
-    /// # Errors
-    ///
-    /// As [`Pool::new`], and [`ConfigError::OutOfMemory`] if the region cannot be allocated.
-    #[cfg(feature = "std")]
-    pub fn allocate(size: usize, config: Config) -> Result<Self, ConfigError> {
-        config.check()?;
-        // Aligned to a whole segment, so that no segment of the pool is partial. The region
-        // is over-allocated and aligned by hand: a zeroed allocation with a small alignment is
-        // `calloc`, whose large blocks are fresh zero pages, where a large alignment would
-        // make the allocator zero (and so touch and commit) every page up front.
-        let align = config
-            .get_page_size()
-            .max(config.get_slot_size() * config.get_segment_slots());
-        let oom = ConfigError::OutOfMemory(size);
-        let layout = size
-            .checked_add(align)
-            .and_then(|total| core::alloc::Layout::from_size_align(total, 16).ok())
-            .ok_or(oom)?;
-        // SAFETY: the layout has a non-zero size.
-        let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(oom)?;
-        let skip = (mem.as_ptr() as usize).wrapping_neg() & (align - 1);
-        // SAFETY: `skip < align`, so the region `skip..skip + size` is inside the allocation.
-        let start = unsafe { NonNull::new_unchecked(mem.as_ptr().add(skip)) };
-        // SAFETY: `start..start + size` is a fresh zeroed allocation owned by the pool from
-        // here on (freed in `drop`) and reachable by nothing else; the "device" of such a
-        // pool uses CPU addresses.
-        let pool = unsafe { Self::new(start, start.as_ptr() as u64, size, config) };
-        match pool {
-            Ok(mut pool) => {
-                pool.owned = Some((mem, layout));
-                Ok(pool)
-            }
-            Err(e) => {
-                // SAFETY: allocated above with this layout, and never handed out.
-                unsafe { std::alloc::dealloc(mem.as_ptr(), layout) };
-                Err(e)
-            }
-        }
     }
 
     // --- geometry -----------------------------------------------------------------------
@@ -292,8 +358,9 @@ impl Pool {
     }
 
     /// The CPU address of `dma..dma + len`, if that range lies in the pool. For device
-    /// models and tests that act as the device: the pointer may be used for raw reads and
-    /// writes only.
+    /// models and tests that act as the device: use the pointer only with the functions of
+    /// [`shared`](crate::shared) (or atomics), never through a reference, since other
+    /// agents may write the same bytes at any time.
     pub fn translate(&self, dma: DmaAddr, len: usize) -> Option<NonNull<u8>> {
         let off = dma.checked_sub(self.dma)?;
         let end = off.checked_add(len as u64)?;
@@ -313,7 +380,8 @@ impl Pool {
     /// Slots that hold `bytes` bytes (a shift: the slot size is a power of two).
     #[inline]
     pub(super) fn slots_for(&self, bytes: usize) -> usize {
-        (bytes + (1 << self.slot_shift) - 1) >> self.slot_shift
+        // Not `(bytes + slot - 1) >> shift`, which overflows for sizes near `usize::MAX`.
+        (bytes >> self.slot_shift) + usize::from(bytes & ((1 << self.slot_shift) - 1) != 0)
     }
 
     #[inline]
@@ -334,7 +402,7 @@ impl Pool {
     }
 
     #[inline]
-    pub(super) fn area_of(&self, slot: usize) -> &Area {
+    pub(super) fn area_of(&self, slot: usize) -> &Area<R> {
         let segment = (((self.dma >> self.slot_shift) + slot as u64) >> self.segment_shift)
             - self.first_segment;
         let area = &self.areas[self.segment_area[segment as usize] as usize];
@@ -344,7 +412,7 @@ impl Pool {
 
     /// The live mapping holding `dma`'s slot, its area, and the device address of its data.
     #[inline(always)]
-    pub(super) fn find(&self, dma: DmaAddr) -> Result<Found<'_>, LookupError> {
+    pub(super) fn find(&self, dma: DmaAddr) -> Result<Found<'_, R>, LookupError> {
         let not_mapped = LookupError::NotMapped { dma };
         let off = dma.checked_sub(self.dma).ok_or(not_mapped)?;
         let slot = off >> self.slot_shift;
@@ -372,7 +440,7 @@ impl Pool {
             kind: match head.use_ {
                 Use::Stream(dir) => MappingKind::Streaming {
                     dir,
-                    orig: head.orig,
+                    orig: head.orig.cast_const(),
                 },
                 Use::Coherent => MappingKind::Coherent,
             },
@@ -380,7 +448,7 @@ impl Pool {
     }
 }
 
-impl Drop for Pool {
+impl<R> Drop for Pool<R> {
     fn drop(&mut self) {
         #[cfg(feature = "std")]
         if let Some((mem, layout)) = self.owned.take() {
@@ -391,7 +459,7 @@ impl Drop for Pool {
     }
 }
 
-impl core::fmt::Debug for Pool {
+impl<R: RawMutex> core::fmt::Debug for Pool<R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let range = self.dma_range();
         f.debug_struct("Pool")

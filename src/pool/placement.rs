@@ -2,12 +2,12 @@
 //! a run back.
 
 use super::{Found, Pool};
-use crate::area::{AreaGuard, Placement};
+use crate::area::{Area, AreaGuard, Placement};
 use crate::error::{LookupError, MapError};
 use crate::request::{Constraints, DmaAddr};
 use crate::slot::Head;
 use crate::sync::Ordering;
-use core::ptr::{self};
+use lock_api::RawMutex;
 
 /// A mapping request turned into slot terms.
 #[derive(Clone, Copy, Debug)]
@@ -27,11 +27,19 @@ pub(super) struct Request {
     pub(super) limit: u64,
 }
 
+/// A run reserved for one caller: recorded in its area's tags, and the caller's until it is
+/// released.
+pub(super) struct Reserved<'a, R> {
+    pub(super) area: &'a Area<R>,
+    /// Pool slot number of the run's first slot (front padding included).
+    pub(super) start: usize,
+}
+
 fn is_low_mask(mask: u64) -> bool {
     mask & mask.wrapping_add(1) == 0
 }
 
-impl Pool {
+impl<R: RawMutex> Pool<R> {
     /// The largest mapping [`map`](Self::map) accepts under `constraints`: a segment, less
     /// `min_align_mask` rounded up to a slot (Linux's `swiotlb_max_mapping_size`).
     pub fn max_mapping_size(&self, constraints: &Constraints) -> usize {
@@ -192,13 +200,13 @@ impl Pool {
     // --- reservation --------------------------------------------------------------------
 
     /// Finds and reserves a run for `req`, starting in the caller's area and falling back to
-    /// the others, and records it with `head_at(head_slot)`. Returns the run's first slot.
+    /// the others, and records it with `head_at(head_slot)`.
     #[inline]
     pub(super) fn reserve(
         &self,
         req: &Request,
         head_at: impl Fn(usize) -> Head,
-    ) -> Result<usize, MapError> {
+    ) -> Result<Reserved<'_, R>, MapError> {
         let n = self.areas.len();
         let first = (self.hint)() & (n - 1);
         let mut busy = 0u64;
@@ -210,7 +218,7 @@ impl Pool {
                 let area = &self.areas[(first + k) & (n - 1)];
                 match area.try_lock() {
                     Some(guard) => match self.take_in(guard, req, &head_at) {
-                        Some(start) => break 'search Some(start),
+                        Some(reserved) => break 'search Some(reserved),
                         None => missed |= 1 << k,
                     },
                     None => busy |= 1 << k,
@@ -222,28 +230,28 @@ impl Pool {
                 busy &= busy - 1;
                 let area = &self.areas[(first + k) & (n - 1)];
                 match self.take_in(area.lock(), req, &head_at) {
-                    Some(start) => break 'search Some(start),
+                    Some(reserved) => break 'search Some(reserved),
                     None => missed |= 1 << k,
                 }
             }
             None
         };
         match found {
-            Some(start) => {
+            Some(reserved) => {
                 self.count_missed(first, missed);
-                Ok(start)
+                Ok(reserved)
             }
             None => Err(self.failure(req, first, missed)),
         }
     }
 
     #[inline(always)]
-    fn take_in(
+    fn take_in<'a>(
         &self,
-        mut guard: AreaGuard<'_>,
+        mut guard: AreaGuard<'a, R>,
         req: &Request,
         head_at: &impl Fn(usize) -> Head,
-    ) -> Option<usize> {
+    ) -> Option<Reserved<'a, R>> {
         let taken = guard.take(&req.placement)?;
         guard.area().slots.write_run(
             taken.start,
@@ -258,8 +266,12 @@ impl Pool {
             self.high_water
                 .fetch_max(self.used_slots(), Ordering::Relaxed);
         }
+        let area = guard.area();
         drop(guard);
-        Some(taken.start)
+        Some(Reserved {
+            area,
+            start: taken.start,
+        })
     }
 
     fn count_missed(&self, first: usize, mut missed: u64) {
@@ -308,32 +320,32 @@ impl Pool {
         }
     }
 
-    /// Gives back the run of the live mapping `head`, if it is still the one recorded.
+    /// Gives back the run of the live mapping `found`, if it is still the one recorded.
+    ///
+    /// Everything is decided under the area lock: the head is checked again there (a racing
+    /// release of the same mapping, which only a broken caller contract allows, loses and
+    /// changes nothing), and its tags are cleared before the lock is dropped, so no later
+    /// lookup finds the run. With scrubbing, the run is zeroed only after that, outside the
+    /// lock, while its bitmap bits still keep every other caller out, and then given back:
+    /// the zeroing can never touch memory that someone else has since been given.
     #[inline(always)]
-    pub(super) fn release(&self, found: &Found<'_>, dma: DmaAddr) -> Result<(), LookupError> {
+    pub(super) fn release(&self, found: &Found<'_, R>, dma: DmaAddr) -> Result<(), LookupError> {
         let Found { area, head, .. } = found;
         let data_slots = self.slots_for(head.offset + head.len);
-        if self.scrub {
-            let pad = area.slots.pad_before(head.slot, area.first);
-            let start = head.slot - pad;
-            // SAFETY: the run is the caller's until `give` below (the head was found live
-            // and the caller promised no one else releases it), and it lies in the pool.
-            unsafe {
-                ptr::write_bytes(
-                    self.cpu_at(start << self.slot_shift),
-                    0,
-                    (pad + data_slots) << self.slot_shift,
-                )
-            };
-        }
         let mut guard = area.lock();
-        // Someone else released it meanwhile (a racing double unmap): refuse, change nothing.
         if area.slots.head_of(head.slot).as_ref() != Some(head) {
             return Err(LookupError::NotMapped { dma });
         }
         let pad = area.slots.pad_before(head.slot, area.first);
         let start = head.slot - pad;
         area.slots.clear_run(start, pad + data_slots);
+        if self.scrub {
+            drop(guard);
+            // SAFETY: the run is ours: its tags are cleared (nobody can find it) and its
+            // bitmap bits are still set (nobody can take it) until `give` below.
+            unsafe { self.scrub_run(area, start, pad + data_slots) };
+            guard = area.lock();
+        }
         guard.give(start, pad + data_slots);
         Ok(())
     }

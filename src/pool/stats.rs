@@ -3,6 +3,7 @@
 use super::Pool;
 use crate::area::AreaStats;
 use crate::sync::Ordering;
+use lock_api::RawMutex;
 
 /// Figures of a whole pool. Taken without stopping other threads, so under load the fields
 /// are each exact but not from one instant.
@@ -25,7 +26,7 @@ pub struct Stats {
     pub areas: usize,
 }
 
-impl Pool {
+impl<R: RawMutex> Pool<R> {
     /// Pool-wide figures.
     pub fn stats(&self) -> Stats {
         let used_slots = self.used_slots();

@@ -15,6 +15,10 @@ impl Harness {
         let mem = NonNull::new(unsafe { alloc_zeroed(layout) }).expect("allocation");
         // SAFETY: `cpu_offset` is within the allocation.
         let cpu = unsafe { NonNull::new_unchecked(mem.as_ptr().add(cfg.cpu_offset as usize)) };
+        // What a region holds before it becomes a pool (an earlier user's data): the pool
+        // must never show it to a device.
+        // SAFETY: the region is ours and not yet shared.
+        unsafe { core::ptr::write_bytes(cpu.as_ptr(), 0xa5, size) };
         // SAFETY: the region is ours, lives as long as the harness (dropped after the pool is
         // done with it), and is touched only through the pool and `translate`.
         let pool = unsafe { Pool::new(cpu, cfg.dma_base, size, cfg.config()) };
@@ -32,8 +36,9 @@ impl Harness {
             cfg.dma_base + skip as u64,
             "first slot address"
         );
-        Ok(Self {
+        let harness = Self {
             used: vec![false; cfg.slots as usize],
+            untracked: vec![false; cfg.slots as usize * slot],
             pool,
             mem,
             layout,
@@ -45,7 +50,10 @@ impl Harness {
             peak: 0,
             step: 0,
             tally: Tally::default(),
-        })
+        };
+        // The region's 0xa5 bytes are gone: checked on every run handed out
+        // (`check_new_run`), which would find them around the data.
+        Ok(harness)
     }
 
     /// The pool under test.
@@ -78,16 +86,49 @@ impl Harness {
     pub(super) fn read_pool(&self, dma: DmaAddr, len: usize) -> Vec<u8> {
         let p = self.pool.translate(dma, len).expect("range in pool");
         let mut out = vec![0u8; len];
-        // SAFETY: `translate` checked the range is in the pool; raw copy, no reference to
-        // pool memory.
-        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), out.as_mut_ptr(), len) };
+        // SAFETY: `translate` checked the range is in the pool; a shared-memory copy, no
+        // reference to pool memory.
+        unsafe { copy_from_shared(out.as_mut_ptr(), p.as_ptr(), len) };
         out
     }
 
     pub(super) fn write_pool(&self, dma: DmaAddr, len: usize, byte: u8) {
         let p = self.pool.translate(dma, len).expect("range in pool");
         // SAFETY: as in `read_pool`; this is the device writing its memory.
-        unsafe { core::ptr::write_bytes(p.as_ptr(), byte, len) };
+        unsafe { fill_shared(p.as_ptr(), byte, len) };
+    }
+
+    /// Checks that the bytes of the run of `slots` slots from pool slot `first_slot` outside
+    /// `data` (pool byte offsets) are zero or bytes a hostile device wrote itself, and
+    /// forgets the hostile bytes `data` now covers (`whole`: the run is all data).
+    pub(super) fn check_new_run(
+        &mut self,
+        first_slot: usize,
+        slots: usize,
+        data: core::ops::Range<usize>,
+        what: &str,
+    ) {
+        let slot = self.slot_size();
+        let run = first_slot * slot..(first_slot + slots) * slot;
+        let bytes = self.read_pool(self.start() + run.start as u64, run.len());
+        // Eight bytes at a time: this runs on every map of every fuzz input.
+        for (w, word) in bytes.chunks(8).enumerate() {
+            if word.iter().fold(0, |acc, b| acc | b) == 0 {
+                continue;
+            }
+            for (i, b) in word.iter().enumerate() {
+                let at = run.start + w * 8 + i;
+                if data.contains(&at) || *b == 0 || self.untracked[at] {
+                    continue;
+                }
+                panic!(
+                    "step {}: {what}: pool byte {at:#x} (run {run:#x?}, data {data:#x?}) holds \
+                     {b:#x}, an earlier mapping's",
+                    self.step
+                );
+            }
+        }
+        self.untracked[data].fill(false);
     }
 
     pub(super) fn pick(&self, pick: u16) -> Option<usize> {
@@ -160,7 +201,8 @@ impl Harness {
                 orig_low,
                 constraints,
                 fill,
-            } => self.map(len, dir, orig_low, constraints, fill),
+                zero_fill,
+            } => self.map(len, dir, orig_low, constraints, fill, zero_fill),
             Op::MapPoolMemory { offset, len } => {
                 let off = offset as usize % self.pool_bytes();
                 let len = (len as usize).clamp(1, self.pool_bytes() - off);
@@ -203,6 +245,7 @@ impl Harness {
                         let at = l.at;
                         l.storage[at + off..at + off + n].fill(byte);
                         l.orig[off..off + n].fill(byte);
+                        l.touched = true;
                     }
                 }
             }
@@ -223,6 +266,16 @@ impl Harness {
                 let off = offset as usize % self.pool_bytes();
                 let n = (len as usize).min(self.pool_bytes() - off);
                 self.device_write(self.start() + off as u64, n, byte);
+                if byte != 0 {
+                    // Inside a live run's data the pool tracks what a device writes.
+                    self.untracked[off..off + n].fill(true);
+                    let start = self.start();
+                    for l in &self.live {
+                        let lo = ((l.dma - start) as usize).clamp(off, off + n);
+                        let hi = ((l.dma - start) as usize + l.len).clamp(off, off + n);
+                        self.untracked[lo..hi].fill(false);
+                    }
+                }
             }
             Op::Alloc { size, constraints } => self.alloc(size, constraints),
             Op::Free { target, len } => self.free(target, len),

@@ -16,12 +16,14 @@
 //! use swiotlb::testing::{Harness, HarnessConfig, Op};
 //! let mut h = Harness::new(HarnessConfig::default()).unwrap();
 //! h.apply(&Op::Map { len: 3000, dir: swiotlb::Direction::FromDevice, orig_low: 0x600,
-//!                    constraints: swiotlb::testing::ConstraintsChoice::Nvme, fill: 1 });
+//!                    constraints: swiotlb::testing::ConstraintsChoice::Nvme, fill: 1, zero_fill: true });
 //! h.finish();
 //! ```
 
+use crate::shared::{copy_from_shared, fill_shared};
 use crate::{
-    Attrs, Config, ConfigError, Constraints, Direction, DmaAddr, LookupError, MapError, Pool,
+    Attrs, Coherent, Config, ConfigError, Constraints, Direction, DmaAddr, LookupError, MapError,
+    Pool,
 };
 use alloc::vec;
 use alloc::vec::Vec;
@@ -217,6 +219,11 @@ struct Live {
     orig: Vec<u8>,
     /// What the bounce buffer must hold.
     bounce: Vec<u8>,
+    /// The CPU wrote the original since it was mapped (through the storage, so the pointer
+    /// the pool kept at map is no longer valid: syncs and unmap must give a fresh one).
+    touched: bool,
+    /// The allocation's handle (coherent only).
+    handle: Option<Coherent>,
 }
 
 /// A released mapping, for double-unmap targets.
@@ -235,6 +242,10 @@ pub struct Harness {
     live: Vec<Live>,
     /// Model occupancy, one flag per pool slot.
     used: Vec<bool>,
+    /// Pool bytes a hostile device wrote that no later run's data has covered: the pool
+    /// does not track them (they are the device's own bytes, not a mapping's), so a new
+    /// run's bytes around its data must be zero *or* one of these.
+    untracked: Vec<bool>,
     released: Option<Released>,
     failed_maps: usize,
     high_water: usize,

@@ -131,12 +131,16 @@ impl Harness {
         });
         if self.cfg.scrub {
             let slot = self.slot_size();
-            let bytes = self.read_pool(self.start() + (l.first_slot * slot) as u64, l.slots * slot);
-            assert!(
-                bytes.iter().all(|b| *b == 0),
-                "step {}: released run not scrubbed",
-                self.step
-            );
+            let run = l.first_slot * slot;
+            let bytes = self.read_pool(self.start() + run as u64, l.slots * slot);
+            for (i, b) in bytes.iter().enumerate() {
+                assert!(
+                    *b == 0 || self.untracked[run + i],
+                    "step {}: released run not scrubbed at pool byte {:#x}",
+                    self.step,
+                    run + i
+                );
+            }
         }
         l
     }

@@ -100,6 +100,8 @@ pub enum Op {
         constraints: ConstraintsChoice,
         /// Seed of the original's contents.
         fill: u8,
+        /// Map with [`Attrs::ZERO_FILL`] (matters for `FromDevice` only).
+        zero_fill: bool,
     },
     /// Map a range of the pool itself (always refused).
     MapPoolMemory {

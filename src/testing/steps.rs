@@ -29,6 +29,7 @@ impl Harness {
         orig_low: u16,
         choice: ConstraintsChoice,
         fill: u8,
+        zero_fill: bool,
     ) {
         let segment = self.slot_size() << self.cfg.segment_shift;
         let len = length(len, segment + 2 * self.slot_size());
@@ -42,10 +43,16 @@ impl Harness {
         }
         let orig_addr = (base + at) as u64;
         let buf = NonNull::from(&mut storage[at..at + len]);
+        let attrs = if zero_fill {
+            Attrs::ZERO_FILL
+        } else {
+            Attrs::NONE
+        };
         // SAFETY: `storage` is ours; it stays alive and is touched only through the pool (or
         // by this harness between syncs, as a driver would) until the mapping is unmapped:
-        // it moves into the model's `Live`, which keeps the heap buffer in place.
-        let result = unsafe { self.pool.map(buf, dir, &c) };
+        // it moves into the model's `Live`, which keeps the heap buffer in place. Once the
+        // harness writes it (`CpuWrite`), the syncs and unmap are given a fresh pointer.
+        let result = unsafe { self.pool.map_attrs(buf, dir, &c, attrs) };
 
         // The model's prediction of the errors that come before any search.
         let max = self.pool.max_mapping_size(&c);
@@ -95,13 +102,20 @@ impl Harness {
                     c.dma_limit
                 );
                 let first_slot = self.claim(first, slots, &c);
-                // The copy in, for every direction.
+                // The copy in, for every direction, unless zero-filled.
                 let data = storage[at..at + len].to_vec();
+                let bounce = if zero_fill && dir == Direction::FromDevice {
+                    vec![0; len]
+                } else {
+                    data.clone()
+                };
                 assert_eq!(
                     self.read_pool(dma, len),
-                    data,
-                    "step {step}: copy in ({dir:?})"
+                    bounce,
+                    "step {step}: copy in ({dir:?}, zero fill {zero_fill})"
                 );
+                let data_at = (dma - self.start()) as usize;
+                self.check_new_run(first_slot, slots, data_at..data_at + len, "map");
                 self.live.push(Live {
                     kind: Kind::Stream(dir),
                     dma,
@@ -110,8 +124,10 @@ impl Harness {
                     slots,
                     storage,
                     at,
-                    orig: data.clone(),
-                    bounce: data,
+                    orig: data,
+                    bounce,
+                    touched: false,
+                    handle: None,
                 });
             }
         }
@@ -127,9 +143,27 @@ impl Harness {
             Attrs::NONE
         };
         let expected = self.expect_lookup(dma, len, dir, LookupKind::Unmap);
-        // SAFETY: every original of a live mapping is alive in the model; a refused call
-        // touches nothing.
-        let got = unsafe { self.pool.unmap(dma, len, dir, attrs) };
+        let got = match expected.map(|i| &mut self.live[i]) {
+            // The harness wrote the original since map: give the pool a fresh pointer to it
+            // (the one it kept is no longer valid), and check that a wrong one is refused.
+            Ok(l) if l.touched => {
+                let at = l.at;
+                let shifted = NonNull::from(&mut l.storage[at + 1..at + len + 1]);
+                // SAFETY: not the mapping's buffer: refused before any copy.
+                let wrong = unsafe { self.pool.unmap_into(dma, shifted, dir, attrs) };
+                assert!(
+                    matches!(wrong, Err(LookupError::WrongBuffer { .. })),
+                    "step {}: unmap_into with a wrong buffer gave {wrong:?}",
+                    self.step
+                );
+                let fresh = NonNull::from(&mut l.storage[at..at + len]);
+                // SAFETY: `fresh` is the live mapping's original, ours and valid.
+                unsafe { self.pool.unmap_into(dma, fresh, dir, attrs) }
+            }
+            // SAFETY: every original of a live mapping is alive in the model, untouched
+            // since map here; a refused call touches nothing.
+            _ => unsafe { self.pool.unmap(dma, len, dir, attrs) },
+        };
         assert_eq!(
             got,
             expected.map(|_| ()),
@@ -163,12 +197,23 @@ impl Harness {
         let len = self.length(len, dma, picked);
         let dir = self.direction(dir, dma);
         let expected = self.expect_lookup(dma, len, dir, LookupKind::Sync);
-        let got = if for_device {
+        let got = match expected.map(|i| &mut self.live[i]) {
+            Ok(l) if l.touched => {
+                // A fresh pointer to the part of the original at `dma`, as in `unmap`.
+                let at = l.at + (dma - l.dma) as usize;
+                let fresh = NonNull::from(&mut l.storage[at..at + len]);
+                if for_device {
+                    // SAFETY: `fresh` is that part of a live mapping's original.
+                    unsafe { self.pool.sync_for_device_from(dma, fresh, dir) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { self.pool.sync_for_cpu_into(dma, fresh, dir) }
+                }
+            }
             // SAFETY: as in `unmap`.
-            unsafe { self.pool.sync_for_device(dma, len, dir) }
-        } else {
+            _ if for_device => unsafe { self.pool.sync_for_device(dma, len, dir) },
             // SAFETY: as in `unmap`.
-            unsafe { self.pool.sync_for_cpu(dma, len, dir) }
+            _ => unsafe { self.pool.sync_for_cpu(dma, len, dir) },
         };
         let what = if for_device {
             "sync_for_device"
@@ -225,29 +270,31 @@ impl Harness {
             Ok(co) => {
                 let step = self.step;
                 assert!(
-                    placement_ok(co.dma),
+                    placement_ok(co.dma()),
                     "step {step}: coherent alignment {:#x}",
-                    co.dma
+                    co.dma()
                 );
                 assert!(
-                    co.dma + size as u64 - 1 <= c.dma_limit,
+                    co.dma() + size as u64 - 1 <= c.dma_limit,
                     "step {step}: above limit"
                 );
-                assert_eq!(co.size, size);
+                assert_eq!(co.size(), size);
                 assert_eq!(
-                    Some(co.cpu),
-                    self.pool.translate(co.dma, size),
+                    Some(co.cpu()),
+                    self.pool.translate(co.dma(), size),
                     "step {step}: cpu address"
                 );
-                let first_slot = self.claim(co.dma, slots, &c);
-                let whole = self.read_pool(co.dma, slots * slot as usize);
+                let first_slot = self.claim(co.dma(), slots, &c);
+                let whole = self.read_pool(co.dma(), slots * slot as usize);
                 assert!(
                     whole.iter().all(|b| *b == 0),
                     "step {step}: coherent memory not zeroed"
                 );
+                let run = first_slot * slot as usize;
+                self.untracked[run..run + slots * slot as usize].fill(false);
                 self.live.push(Live {
                     kind: Kind::Coherent,
-                    dma: co.dma,
+                    dma: co.dma(),
                     len: size,
                     first_slot,
                     slots,
@@ -255,6 +302,8 @@ impl Harness {
                     at: 0,
                     orig: Vec::new(),
                     bounce: vec![0; size],
+                    touched: false,
+                    handle: Some(co),
                 });
             }
         }
@@ -264,7 +313,20 @@ impl Harness {
         let (dma, picked) = self.address(target);
         let size = self.length(len, dma, picked);
         let expected = self.expect_lookup(dma, size, Direction::ToDevice, LookupKind::Free);
-        let got = self.pool.free(dma, size);
+        let got = match expected {
+            // The allocation the handle owns: freed through it, which cannot fail.
+            Ok(i) => {
+                let handle = self.live[i].handle.take().expect("live coherent handle");
+                self.pool
+                    .free(handle)
+                    .expect("a handle frees its own allocation");
+                Ok(())
+            }
+            // Anything else is refused whatever it names; the harness owns every live
+            // allocation, so naming one is no one else's loss.
+            // SAFETY: a refused call changes nothing.
+            Err(_) => unsafe { self.pool.free_raw(dma, size) },
+        };
         assert_eq!(
             got,
             expected.map(|_| ()),

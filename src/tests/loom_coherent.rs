@@ -37,29 +37,30 @@ fn coherent_alloc_free_racing_map_unmap() {
         device_write(&pool, pool.dma_range().start, &std::vec![0xaa; all]);
         in_area(0);
         let first = pool.alloc(4096, &Constraints::NONE).unwrap();
-        assert_eq!(bounce(&pool, first.dma, 4096), std::vec![0u8; 4096]);
-        device_write(&pool, first.dma, &pattern(50, 4096));
+        assert_eq!(bounce(&pool, first.dma(), 4096), std::vec![0u8; 4096]);
+        device_write(&pool, first.dma(), &pattern(50, 4096));
 
         let p = pool.clone();
         let allocator = thread::spawn(move || {
             in_area(0);
             let c = p.alloc(5000, &Constraints::NONE).expect("alloc with room");
-            assert_eq!(c.dma % 8192, 0, "5000 bytes are aligned to 2 pages");
-            assert_eq!(p.translate(c.dma, 1), Some(c.cpu));
-            assert_eq!(bounce(&p, c.dma, 8192), std::vec![0u8; 8192], "zeroed");
-            device_write(&p, c.dma, &pattern(51, 8192));
+            assert_eq!(c.dma() % 8192, 0, "5000 bytes are aligned to 2 pages");
+            assert_eq!(p.translate(c.dma(), 1), Some(c.cpu()));
+            assert_eq!(bounce(&p, c.dma(), 8192), std::vec![0u8; 8192], "zeroed");
+            device_write(&p, c.dma(), &pattern(51, 8192));
             observe(&p);
             assert_eq!(
-                bounce(&p, c.dma, 8192),
+                bounce(&p, c.dma(), 8192),
                 pattern(51, 8192),
                 "coherent bytes kept"
             );
-            p.free(c.dma, 5000).expect("free");
-            c.dma
+            let dma = c.dma();
+            p.free(c).expect("free");
+            dma
         });
 
-        assert_eq!(bounce(&pool, first.dma, 4096), pattern(50, 4096));
-        pool.free(first.dma, 4096).expect("free");
+        assert_eq!(bounce(&pool, first.dma(), 4096), pattern(50, 4096));
+        pool.free(first).expect("free");
         let m = Mapping::map(&pool, 52, 6000, Bidirectional).expect("map with room");
         observe(&pool);
         m.check_bounce(&pool);

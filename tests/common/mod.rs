@@ -33,7 +33,11 @@ impl Orig {
     }
 
     pub fn addr(&self) -> u64 {
-        self.storage[self.at..].as_ptr() as u64
+        self.as_ptr().addr() as u64
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.storage[self.at..].as_ptr()
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -64,10 +68,12 @@ impl Orig {
         unsafe { pool.map(self.ptr(), dir, c) }
     }
 
-    /// Unmaps it (panics on error).
+    /// Unmaps it (panics on error), copying back through a fresh pointer to the buffer
+    /// (tests write it between pool calls, which invalidates the one given at map).
     pub fn unmap(&mut self, pool: &Pool, dma: DmaAddr, dir: Direction) {
-        // SAFETY: as in `try_map`.
-        unsafe { pool.unmap(dma, self.len, dir, Attrs::NONE) }.expect("unmap")
+        let buf = self.ptr();
+        // SAFETY: as in `try_map`; `buf` is the mapping's original.
+        unsafe { pool.unmap_into(dma, buf, dir, Attrs::NONE) }.expect("unmap")
     }
 }
 
@@ -83,16 +89,16 @@ pub fn pattern(seed: u8, i: usize) -> u8 {
 pub fn device_read(pool: &Pool, dma: DmaAddr, len: usize) -> Vec<u8> {
     let p = pool.translate(dma, len).expect("range in pool");
     let mut out = vec![0u8; len];
-    // SAFETY: `translate` checked the range; raw copy out of pool memory.
-    unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), out.as_mut_ptr(), len) };
+    // SAFETY: `translate` checked the range; a shared-memory copy out of the pool.
+    unsafe { swiotlb::shared::copy_from_shared(out.as_mut_ptr(), p.as_ptr(), len) };
     out
 }
 
 /// The device writes `bytes` at `dma`.
 pub fn device_write(pool: &Pool, dma: DmaAddr, bytes: &[u8]) {
     let p = pool.translate(dma, bytes.len()).expect("range in pool");
-    // SAFETY: `translate` checked the range; raw copy into pool memory.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), bytes.len()) };
+    // SAFETY: `translate` checked the range; a shared-memory copy into the pool.
+    unsafe { swiotlb::shared::copy_to_shared(p.as_ptr(), bytes.as_ptr(), bytes.len()) };
 }
 
 /// Runs `check` `rounds` times; before each round a filler mapping of 1 to 3 slots (and
@@ -118,7 +124,7 @@ pub fn with_fillers(pool: &Pool, rounds: usize, mut check: impl FnMut(&Pool, usi
         f.unmap(pool, dma, Direction::ToDevice);
     }
     for c in coherent {
-        pool.free(c.dma, c.size).expect("free");
+        pool.free(c).expect("free");
     }
     assert_eq!(
         pool.stats().used_slots,
