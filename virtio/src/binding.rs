@@ -18,7 +18,7 @@ use alloc::boxed::Box;
 use core::any::type_name;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
-use swiotlb::{Constraints, Pool};
+use swiotlb::{Constraints, Fill, Pool};
 use virtio_drivers::{PhysAddr, PAGE_SIZE};
 
 /// How a binding uses its pool, and where its device's MMIO may be.
@@ -41,6 +41,14 @@ pub struct HalOptions {
     pub constraints: Constraints,
     /// What a share does when the pool has no room.
     pub full: FullPolicy,
+    /// What a device-writable (`DeviceToDriver`) buffer's bounce buffer holds when the
+    /// device is given it. [`Fill::Zero`] by default: the buffer's old contents are the
+    /// guest's, and copying them in would show them to the host. `unshare` copies the whole
+    /// buffer back (the `Hal` is not told the used length), so with `Zero` a buffer the
+    /// device filled only in part reads zeros past what it wrote, where
+    /// [`Fill::Original`] (Linux's rule) would leave the old bytes. The virtio spec forbids
+    /// drivers to rely on bytes past the used length, and `virtio-drivers`' drivers do not.
+    pub fill: Fill,
     /// Where the device's PCI BARs may lie: the default
     /// [`PoolBinding::mmio_phys_to_virt`] translates a BAR only inside one of these and
     /// panics otherwise. Empty by default, which is right for virtio-mmio (its transport
@@ -49,13 +57,21 @@ pub struct HalOptions {
 }
 
 impl HalOptions {
-    /// No constraints; [`FullPolicy::default`]; no MMIO windows.
+    /// No constraints; [`FullPolicy::default`]; zero-filled receive buffers; no MMIO
+    /// windows.
     pub const fn new() -> Self {
         Self {
             constraints: Constraints::NONE,
             full: FullPolicy::DEFAULT,
+            fill: Fill::Zero,
             mmio_windows: &[],
         }
+    }
+
+    /// Sets [`fill`](Self::fill).
+    pub const fn fill(mut self, fill: Fill) -> Self {
+        self.fill = fill;
+        self
     }
 
     /// Sets [`mmio_windows`](Self::mmio_windows): the MMIO the guest mapped for the

@@ -15,9 +15,9 @@ pub struct HalCounters {
     pub unshares: u64,
     /// Bytes handed to the device by `share` (the buffers' lengths, every direction).
     pub bytes_shared: u64,
-    /// Bytes copied from the driver's buffers into the pool. `share` copies every buffer,
-    /// device-writable ones included, so that a device that writes part of one cannot
-    /// expose stale pool bytes (CVE-2022-0854).
+    /// Bytes copied from the driver's buffers into the pool: every driver-readable buffer,
+    /// and device-writable ones only with [`Fill::Original`](swiotlb::Fill::Original)
+    /// (the default [`Fill::Zero`](swiotlb::Fill::Zero) zero-fills them instead).
     pub bytes_copied_in: u64,
     /// Bytes copied from the pool back to the driver's buffers by `unshare` (the whole
     /// buffer for device-writable ones: the `Hal` is not told the used length).
@@ -59,11 +59,11 @@ impl Counters {
     }
 
     #[inline]
-    pub(crate) fn shared(&self, len: usize, waited: bool) {
+    pub(crate) fn shared(&self, len: usize, copied_in: usize, waited: bool) {
         self.shares.fetch_add(1, Ordering::Relaxed);
         self.bytes_shared.fetch_add(len as u64, Ordering::Relaxed);
         self.bytes_copied_in
-            .fetch_add(len as u64, Ordering::Relaxed);
+            .fetch_add(copied_in as u64, Ordering::Relaxed);
         if waited {
             self.share_waits.fetch_add(1, Ordering::Relaxed);
         }
@@ -110,7 +110,7 @@ impl Counters {
     }
 
     #[inline(always)]
-    pub(crate) fn shared(&self, _len: usize, _waited: bool) {}
+    pub(crate) fn shared(&self, _len: usize, _copied_in: usize, _waited: bool) {}
 
     #[inline(always)]
     pub(crate) fn unshared(&self, _copied_out: usize) {}

@@ -4,25 +4,29 @@ use crate::binding::{PoolBinding, Registration};
 use core::any::type_name;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use swiotlb::{Attrs, Direction, MapError};
+use swiotlb::{Attrs, Direction, Fill, MapError};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
 /// A [`virtio_drivers::Hal`] that bounces every buffer through the pool bound to `B`.
 ///
 /// - `share` maps the buffer (`DriverToDevice` as `ToDevice`, `DeviceToDriver` as
-///   `FromDevice`, `Both` as `Bidirectional`), which copies it into the pool whatever the
-///   direction, and returns the bounce buffer's device address. A full pool is handled by
-///   the binding's [`FullPolicy`](crate::FullPolicy); any other error panics.
+///   `FromDevice`, `Both` as `Bidirectional`) and returns the bounce buffer's device
+///   address. Driver-readable buffers are copied in; device-writable ones start as
+///   [`HalOptions::fill`](crate::HalOptions::fill) says (zeros by default, so nothing of
+///   the guest's old receive buffers reaches the host). A full pool is handled by the
+///   binding's [`FullPolicy`](crate::FullPolicy); any other error panics.
 /// - `unshare` copies the bounce buffer back for `DeviceToDriver` and `Both` (the whole
-///   buffer: the `Hal` is not told how much the device wrote) and frees the slots.
+///   buffer: the `Hal` is not told how much the device wrote, so with the default fill the
+///   bytes past what the device wrote come back as zeros) and frees the slots.
 /// - `dma_alloc` / `dma_dealloc` are coherent pool allocations: zeroed, aligned in device
 ///   space to their size's power-of-two page order, and page-aligned for the CPU because
 ///   registration checked that the pool's CPU and device addresses are congruent modulo
 ///   `PAGE_SIZE`. A failed allocation returns device address 0, which `virtio-drivers`
 ///   turns into `Error::DmaError`.
 ///
-/// The copy back goes to the buffer given to `share`. `virtio-drivers` passes that same
-/// buffer to `unshare` and keeps it valid and untouched in between (the contract of
+/// The copy back goes to the buffer given to `unshare`, which must be the one given to
+/// `share` (same address and length: checked, and a mismatch panics). `virtio-drivers`
+/// passes the same buffer and keeps it untouched in between (the contract of
 /// `VirtQueue::add` / `pop_used`); a caller of the `Hal` outside `virtio-drivers` must do
 /// the same.
 ///
@@ -90,9 +94,11 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         };
         match reg.pool.alloc(size, &reg.options.constraints) {
             Ok(c) => {
-                debug_assert_eq!(c.cpu.as_ptr() as usize % PAGE_SIZE, 0);
+                debug_assert_eq!(c.cpu().as_ptr().addr() % PAGE_SIZE, 0);
                 slot.counters.allocated(Some(pages));
-                (c.dma, c.cpu)
+                // Owned from here by `virtio-drivers`, which gives it back to `dma_dealloc`.
+                let (dma, cpu, _) = c.into_raw();
+                (dma, cpu)
             }
             Err(_) => {
                 slot.counters.allocated(None);
@@ -112,7 +118,9 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         if reg.pool.translate(paddr, size) != Some(vaddr) {
             return -1;
         }
-        match reg.pool.free(paddr, size) {
+        // SAFETY: `Hal::dma_dealloc`'s caller passes what `dma_alloc` returned, once, and
+        // uses the memory no more: the allocation is ours to give back.
+        match unsafe { reg.pool.free_raw(paddr, size) } {
             Ok(()) => 0,
             Err(_) => -1,
         }
@@ -129,13 +137,17 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         let reg = registered::<B>();
         let dir = direction(dir);
         let len = buffer.len();
+        let attrs = Attrs::NONE.fill(reg.options.fill);
         // Ok(Ok): mapped; Ok(Err): an error waiting cannot cure; Err: full, try again.
         let outcome = reg.options.full.retry(|| {
             // SAFETY: the caller gives a valid buffer, readable (and writable unless it is
             // driver-to-device, which we map `ToDevice` and never write), and
             // `virtio-drivers` keeps it valid and untouched until the matching `unshare`,
             // which unmaps it (VirtQueue::add's contract).
-            match unsafe { reg.pool.map(buffer, dir, &reg.options.constraints) } {
+            match unsafe {
+                reg.pool
+                    .map_attrs(buffer, dir, &reg.options.constraints, attrs)
+            } {
                 Ok(dma) => Ok(Ok(dma)),
                 Err(e @ MapError::Full { .. }) => Err(e),
                 Err(e) => Ok(Err(e)),
@@ -143,7 +155,9 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         });
         match outcome {
             Ok((Ok(dma), waited)) => {
-                slot.counters.shared(len, waited);
+                let zero_filled = dir == Direction::FromDevice && attrs.fill == Fill::Zero;
+                slot.counters
+                    .shared(len, if zero_filled { 0 } else { len }, waited);
                 dma
             }
             Ok((Err(e), _)) => panic!(
@@ -168,10 +182,13 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         let reg = registered::<B>();
         let dir = direction(dir);
         let len = buffer.len();
-        // SAFETY: `paddr` is what `share` returned for this buffer (caller's promise), whose
-        // original is still valid and untouched (VirtQueue's contract), so the copy back
-        // writes memory the driver lent us for exactly this.
-        let result = unsafe { reg.pool.unmap(paddr, len, dir, Attrs::NONE) };
+        // The copy back goes to `buffer`, not to the pointer `share` was given: the driver
+        // reborrowed its buffer to make this one, which (under Rust's aliasing rules)
+        // invalidated the old pointer. `unmap_into` checks it is the same buffer.
+        // SAFETY: `paddr` is what `share` returned for this buffer (caller's promise), and
+        // `buffer` is valid for writes and untouched by anyone else during the call
+        // (VirtQueue's contract), so the copy back writes memory lent us for exactly this.
+        let result = unsafe { reg.pool.unmap_into(paddr, buffer, dir, Attrs::NONE) };
         if let Err(e) = result {
             panic!(
                 "swiotlb-virtio: {}: unshare of {paddr:#x} ({len} bytes, {dir:?}) refused: {e}",

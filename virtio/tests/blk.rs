@@ -5,6 +5,7 @@ mod common;
 
 use common::{assert_idle, pattern, region};
 use core::ptr::NonNull;
+use swiotlb::Fill;
 use swiotlb_virtio::testing::{
     BlockDevice, DeviceError, DeviceHandle, DmaRegion, Mode, PoolTransport, TransportBuilder,
     F_EVENT_IDX, F_INDIRECT_DESC, SECTOR_SIZE,
@@ -105,52 +106,52 @@ fn blk_negotiates_what_the_device_offers() {
     assert_idle(region.pool());
 }
 
-/// Exact bytes copied through the Hal for one 4 KiB write and one 4 KiB read.
+/// Exact bytes copied through the Hal for one 4 KiB write and one 4 KiB read, with each
+/// fill rule for device-writable buffers.
 #[test]
 fn blk_bytes_copied_per_request() {
-    fn measure<B: PoolBinding>(indirect: bool) -> (HalCounters, HalCounters) {
-        let (region, mut blk, _device) = setup::<B>(256 << 10, |b| b.indirect(indirect));
+    fn measure<B: PoolBinding>(indirect: bool, fill: Fill) -> (HalCounters, HalCounters) {
+        let region = region(256 << 10);
+        B::register(region.pool(), HalOptions::new().fill(fill)).unwrap();
+        let (transport, _device) = TransportBuilder::new(BlockDevice::new(DISK_SECTORS), region)
+            .indirect(indirect)
+            .build();
+        let mut blk = Blk::<B>::new(transport).expect("driver init");
         let data = pattern(4096, 1);
         let before = B::counters();
         blk.write_blocks(8, &data).unwrap();
         let write = B::counters().since(&before);
-        let mut back = vec![0u8; 4096];
+        let mut back = vec![0xeeu8; 4096];
         let before = B::counters();
         blk.read_blocks(8, &mut back).unwrap();
         let read = B::counters().since(&before);
         assert_eq!(back, data);
         drop(blk);
         assert_idle(region.pool());
+        for c in [write, read] {
+            assert_eq!(c.shares, c.unshares);
+            assert_eq!(c.share_waits, 0);
+        }
         (write, read)
     }
+    let counts = |c: HalCounters| (c.shares, c.bytes_copied_in, c.bytes_copied_out);
+    // The default, zero fill. Write: header 16 + data 4096 copied in; the status byte is
+    // device-writable, zero-filled, and copied back.
     bind_pool!(Direct);
-    bind_pool!(Indirect);
-    let (w, r) = measure::<Direct>(false);
-    // Write: header 16 + data 4096 out, status 1 in. Every buffer is copied in, the status
-    // byte back out.
-    assert_eq!(
-        (w.shares, w.bytes_copied_in, w.bytes_copied_out),
-        (3, 4113, 1)
-    );
-    // Read: the data buffer is copied in too (CVE-2022-0854), and back out whole.
-    assert_eq!(
-        (r.shares, r.bytes_copied_in, r.bytes_copied_out),
-        (3, 4113, 4097)
-    );
-    let (w, r) = measure::<Indirect>(true);
+    let (w, r) = measure::<Direct>(false, Fill::Zero);
+    assert_eq!(counts(w), (3, 4112, 1));
+    // Read: only the header goes in; nothing of `back` (0xee) reaches the pool.
+    assert_eq!(counts(r), (3, 16, 4097));
     // Plus the indirect table: three 16-byte descriptors, a ToDevice mapping.
-    assert_eq!(
-        (w.shares, w.bytes_copied_in, w.bytes_copied_out),
-        (4, 4161, 1)
-    );
-    assert_eq!(
-        (r.shares, r.bytes_copied_in, r.bytes_copied_out),
-        (4, 4161, 4097)
-    );
-    for c in [w, r] {
-        assert_eq!(c.shares, c.unshares);
-        assert_eq!(c.share_waits, 0);
-    }
+    bind_pool!(Indirect);
+    let (w, r) = measure::<Indirect>(true, Fill::Zero);
+    assert_eq!(counts(w), (4, 4160, 1));
+    assert_eq!(counts(r), (4, 64, 4097));
+    // Linux's rule: device-writable buffers are copied in too (CVE-2022-0854).
+    bind_pool!(Original);
+    let (w, r) = measure::<Original>(false, Fill::Original);
+    assert_eq!(counts(w), (3, 4113, 1));
+    assert_eq!(counts(r), (3, 4113, 4097));
 }
 
 /// Several requests in flight: submitted without waiting, served in one batch by the device,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_idle, region, MiniQueue, DESC_F_INDIRECT};
-use swiotlb::Constraints;
+use swiotlb::{Coherent, Constraints};
 use swiotlb_virtio::testing::{
     BlockDevice, DeviceError, DeviceHandle, DmaRegion, Mode, PoolTransport, TransportBuilder,
     F_INDIRECT_DESC,
@@ -22,8 +22,8 @@ fn rig() -> (&'static DmaRegion, PoolTransport, DeviceHandle, MiniQueue) {
 }
 
 /// A coherent scratch buffer inside the pool, for hand-made requests.
-fn scratch(region: &DmaRegion, bytes: usize) -> u64 {
-    region.pool().alloc(bytes, &Constraints::NONE).unwrap().dma
+fn scratch(region: &DmaRegion, bytes: usize) -> Coherent {
+    region.pool().alloc(bytes, &Constraints::NONE).unwrap()
 }
 
 /// Frees the queue and the scratch buffers, and checks the pool is idle.
@@ -31,11 +31,11 @@ fn finish(
     region: &DmaRegion,
     mut transport: PoolTransport,
     queue: MiniQueue,
-    scratch: &[(u64, usize)],
+    scratch: Vec<Coherent>,
 ) {
     queue.release(&mut transport);
-    for &(dma, size) in scratch {
-        region.pool().free(dma, size).unwrap();
+    for c in scratch {
+        region.pool().free(c).unwrap();
     }
     assert_idle(region.pool());
 }
@@ -52,14 +52,15 @@ fn an_indirect_table_outside_the_pool_fails_the_device() {
         "{err}"
     );
     assert_eq!(device.failure(), Some(err));
-    finish(region, transport, queue, &[]);
+    finish(region, transport, queue, vec![]);
 }
 
 #[test]
 fn a_descriptor_past_the_end_of_the_pool_fails_the_device() {
     let (region, transport, device, mut queue) = rig();
     let end = region.pool().dma_range().end;
-    let inside = scratch(region, 16);
+    let inside_alloc = scratch(region, 16);
+    let inside = inside_alloc.dma();
     // Starts inside the pool, runs 1 byte past its end.
     queue.submit_raw(&[(inside, 16, DESC_F_NEXT), (end - 8, 9, 2)]);
     let err = device.process().unwrap_err();
@@ -67,18 +68,19 @@ fn a_descriptor_past_the_end_of_the_pool_fails_the_device() {
         matches!(err, DeviceError::DescriptorOutsidePool { addr, len: 9, .. } if addr == end - 8),
         "{err}"
     );
-    finish(region, transport, queue, &[(inside, 16)]);
+    finish(region, transport, queue, vec![inside_alloc]);
 }
 
 #[test]
 fn a_descriptor_loop_fails_the_device() {
     let (region, transport, device, mut queue) = rig();
-    let buf = scratch(region, 64);
+    let buf_alloc = scratch(region, 64);
+    let buf = buf_alloc.dma();
     // The last descriptor has NEXT and points back at the head.
     queue.submit_raw(&[(buf, 16, DESC_F_NEXT), (buf + 16, 16, DESC_F_NEXT)]);
     let err = device.process().unwrap_err();
     assert!(matches!(err, DeviceError::BrokenChain { .. }), "{err}");
-    finish(region, transport, queue, &[(buf, 64)]);
+    finish(region, transport, queue, vec![buf_alloc]);
 }
 
 #[test]
@@ -102,7 +104,8 @@ fn rings_outside_the_pool_fail_the_device() {
 fn a_well_formed_hand_made_request_is_served() {
     // The same rig serves a correct request: the failures above are the checks, not the rig.
     let (region, transport, device, mut queue) = rig();
-    let req = scratch(region, 4096);
+    let req_alloc = scratch(region, 4096);
+    let req = req_alloc.dma();
     let header = [1u8, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]; // OUT, sector 2
     let cpu = region.pool().translate(req, 4096).unwrap();
     // SAFETY: `req` is a live coherent allocation of 4096 bytes; the device has not been
@@ -125,5 +128,5 @@ fn a_well_formed_hand_made_request_is_served() {
         .unwrap();
     assert!(disk.iter().all(|&b| b == 0x77));
     assert!(device.failure().is_none());
-    finish(region, transport, queue, &[(req, 4096)]);
+    finish(region, transport, queue, vec![req_alloc]);
 }

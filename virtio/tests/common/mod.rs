@@ -85,7 +85,7 @@ impl MiniQueue {
         let desc = alloc(16 * n);
         let avail = alloc(6 + 2 * n);
         let used = alloc(6 + 8 * n);
-        transport.queue_set(0, size.into(), desc.dma, avail.dma, used.dma);
+        transport.queue_set(0, size.into(), desc.dma(), avail.dma(), used.dma());
         transport.set_status(
             DeviceStatus::ACKNOWLEDGE
                 | DeviceStatus::DRIVER
@@ -114,7 +114,11 @@ impl MiniQueue {
         // SAFETY: descriptor `i` lies inside the coherent table (i < size); the device only
         // reads descriptors of chains made available, and this one is not (yet).
         unsafe {
-            ptr::copy_nonoverlapping(d.as_ptr(), self.desc.cpu.as_ptr().add(16 * i as usize), 16)
+            ptr::copy_nonoverlapping(
+                d.as_ptr(),
+                self.desc.cpu().as_ptr().add(16 * i as usize),
+                16,
+            )
         };
     }
 
@@ -166,7 +170,7 @@ impl MiniQueue {
         // SAFETY: inside the coherent avail ring; the device reads entries only below idx.
         unsafe {
             ptr::write_volatile(
-                self.avail.cpu.as_ptr().add(slot).cast::<[u8; 2]>(),
+                self.avail.cpu().as_ptr().add(slot).cast::<[u8; 2]>(),
                 head.to_le_bytes(),
             )
         };
@@ -176,7 +180,7 @@ impl MiniQueue {
         // SAFETY: `idx` of the coherent avail ring, written only by the driver.
         unsafe {
             ptr::write_volatile(
-                self.avail.cpu.as_ptr().add(2).cast::<[u8; 2]>(),
+                self.avail.cpu().as_ptr().add(2).cast::<[u8; 2]>(),
                 self.avail_idx.to_le_bytes(),
             )
         };
@@ -186,7 +190,7 @@ impl MiniQueue {
     pub fn pop_used(&mut self) -> Option<(u16, u32)> {
         // SAFETY: `idx` of the coherent used ring; a raw read, the device may write it.
         let idx = u16::from_le_bytes(unsafe {
-            ptr::read_volatile(self.used.cpu.as_ptr().add(2).cast::<[u8; 2]>())
+            ptr::read_volatile(self.used.cpu().as_ptr().add(2).cast::<[u8; 2]>())
         });
         if idx == self.last_used {
             return None;
@@ -194,7 +198,8 @@ impl MiniQueue {
         fence(Ordering::Acquire);
         let at = 4 + 8 * (self.last_used % self.size) as usize;
         // SAFETY: a used element inside the coherent used ring, published by `idx`.
-        let elem = unsafe { ptr::read_volatile(self.used.cpu.as_ptr().add(at).cast::<[u8; 8]>()) };
+        let elem =
+            unsafe { ptr::read_volatile(self.used.cpu().as_ptr().add(at).cast::<[u8; 8]>()) };
         self.last_used = self.last_used.wrapping_add(1);
         let id = u32::from_le_bytes(elem[0..4].try_into().unwrap());
         let len = u32::from_le_bytes(elem[4..8].try_into().unwrap());
@@ -211,7 +216,7 @@ impl MiniQueue {
     pub fn release(self, transport: &mut PoolTransport) {
         transport.queue_unset(0);
         for c in [self.desc, self.avail, self.used] {
-            self.pool.free(c.dma, c.size).expect("ring free");
+            self.pool.free(c).expect("ring free");
         }
     }
 }
