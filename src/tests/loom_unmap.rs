@@ -82,3 +82,54 @@ fn racing_double_unmap_frees_once() {
         assert_all_free(&pool);
     });
 }
+
+/// With scrubbing on, two threads unmap the same mapping (a caller bug, outside `unmap`'s
+/// contract) while one of them maps again into what was freed. The release used to scrub
+/// the run before checking, under the lock, that the mapping was still there: the loser of
+/// the race could then zero a run that had since been given to the new mapping. Now the
+/// check (and clearing the tags) comes first, and the new mapping's bytes survive every
+/// order. (Checked to fail with the scrub moved back before the lock.)
+#[test]
+fn racing_double_unmap_with_scrub_zeroes_no_new_owner() {
+    run_model("racing_double_unmap_with_scrub_zeroes_no_new_owner", || {
+        let pool = Arc::new(TestPool::new(8, tiny_config().scrub_on_release(true)));
+        // Area 0: `m` in slots 0-1, a filler in 2-3; area 1 full. A new 2-slot mapping can
+        // only go where `m` was.
+        in_area(0);
+        let m = Mapping::map(&pool, 30, 2 * SLOT, ToDevice).unwrap();
+        let filler = Mapping::map(&pool, 31, 2 * SLOT, ToDevice).unwrap();
+        in_area(1);
+        let other = Mapping::map(&pool, 32, 4 * SLOT, ToDevice).unwrap();
+        in_area(0);
+        let (dma, len) = (m.dma, m.len());
+        let unmap = move |pool: &Pool| {
+            // SAFETY: `m` is ToDevice, so unmap copies nothing into its original, which
+            // outlives both calls (dropped after the join).
+            unsafe { pool.unmap(dma, len, ToDevice, Attrs::NONE) }
+        };
+        let p = pool.clone();
+        let racer = thread::spawn(move || unmap(&p));
+        let mine = unmap(&pool);
+        // One byte shorter than `m`, so that a late stale unmap of `m` cannot match it.
+        let fresh = Mapping::map(&pool, 33, 2 * SLOT - 1, ToDevice);
+        let theirs = racer.join().unwrap();
+        assert_eq!(
+            [mine, theirs].iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{mine:?} {theirs:?}"
+        );
+        match fresh {
+            Ok(n) => {
+                assert_eq!(n.dma, dma, "the only room is m's run");
+                n.check_bounce(&pool);
+                n.unmap(&pool);
+            }
+            // `m` was not freed yet when we looked (the racer won but had not released).
+            Err(e) => assert!(matches!(e, MapError::Full { .. }), "{e}"),
+        }
+        drop(m);
+        filler.unmap(&pool);
+        other.unmap(&pool);
+        assert_all_free(&pool);
+    });
+}

@@ -277,8 +277,8 @@ pub(super) fn bounce(pool: &Pool, dma: DmaAddr, len: usize) -> Vec<u8> {
     let at = pool.translate(dma, len).expect("bounce range in the pool");
     let mut out = std::vec![0u8; len];
     // SAFETY: `translate` checked the range lies in the pool; the pool's memory is only
-    // ever accessed by raw copies, and the model reads bytes of a mapping it owns.
-    unsafe { ptr::copy_nonoverlapping(at.as_ptr(), out.as_mut_ptr(), len) };
+    // ever accessed by shared-memory copies, and the model reads bytes of a mapping it owns.
+    unsafe { crate::shared::copy_from_shared(out.as_mut_ptr(), at.as_ptr(), len) };
     out
 }
 
@@ -288,7 +288,7 @@ pub(super) fn device_write(pool: &Pool, dma: DmaAddr, bytes: &[u8]) {
         .translate(dma, bytes.len())
         .expect("device range in the pool");
     // SAFETY: as in `bounce`.
-    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), at.as_ptr(), bytes.len()) };
+    unsafe { crate::shared::copy_to_shared(at.as_ptr(), bytes.as_ptr(), bytes.len()) };
 }
 
 /// The pool slots that `dma..dma + len` touches.
