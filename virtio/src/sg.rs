@@ -135,8 +135,11 @@ pub struct MappedSg<'p, 'a> {
 /// ones already mapped are unmapped (without copying anything back) and the error is
 /// returned.
 ///
-/// Each buffer is copied into the pool whatever its direction (so a device that writes
-/// part of an `In` buffer cannot expose stale pool bytes). Build the descriptors from
+/// `Out` and `Both` buffers are copied into the pool; `In` buffers are not: their bounce
+/// buffers start as zeros ([`Fill::Zero`](swiotlb::Fill::Zero)), so nothing of what they
+/// held reaches the device, and since [`MappedSg::unmap`] copies back only the used length,
+/// the rest of them is left as it was (Linux copies receive buffers in to get that, which
+/// shows the host their old contents). Build the descriptors from
 /// [`MappedSg::segments`], or put them in an indirect table with
 /// [`MappedSg::map_indirect_table`]. virtio wants every `Out` buffer before the first `In`
 /// one in a chain; this function keeps the order it is given.
@@ -195,7 +198,9 @@ pub fn map_sg<'p, 'a>(
                 // SAFETY: the buffer is borrowed for 'a, which the returned `MappedSg`
                 // carries, so it stays valid and, for `In` / `Both`, unaliased until `unmap`
                 // consumes the list; `Out` buffers are mapped `ToDevice` and only ever read.
-                let mapped = unsafe { pool.map(buf.as_ptr(), direction, constraints) };
+                let mapped = unsafe {
+                    pool.map_attrs(buf.as_ptr(), direction, constraints, Attrs::ZERO_FILL)
+                };
                 mapped.map(|dma| Segment {
                     dma,
                     len: len32,

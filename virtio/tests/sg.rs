@@ -165,6 +165,16 @@ fn sg_copies_back_only_the_used_bytes() {
     let mut queue = MiniQueue::new(region.pool(), &mut transport, 8, 0);
     let mut buf = vec![0xaau8; 4096];
     let sg = map_sg(region.pool(), [SgBuf::In(&mut buf)], &Constraints::NONE).unwrap();
+    // Nothing of the buffer's 0xaa reached the pool: the device sees zeros.
+    let seg = sg.segments()[0];
+    let mut seen = vec![0xffu8; 4096];
+    let at = region.pool().translate(seg.dma, 4096).unwrap();
+    // SAFETY: inside the pool, read as the device would.
+    unsafe { swiotlb::shared::copy_from_shared(seen.as_mut_ptr(), at.as_ptr(), 4096) };
+    assert!(
+        seen.iter().all(|&b| b == 0),
+        "an In buffer's bytes reached the pool"
+    );
     queue.submit(&sg, None).unwrap();
     use virtio_drivers::transport::Transport;
     transport.notify(0);
