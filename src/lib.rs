@@ -61,6 +61,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod api;
 mod area;
 mod config;
 mod error;
@@ -76,6 +77,7 @@ pub mod testing;
 #[cfg(all(test, loom))]
 mod tests;
 
+pub use api::DmaPool;
 pub use area::AreaStats;
 pub use config::{Config, MAX_AREAS};
 pub use error::{ConfigError, LookupError, MapError};
