@@ -68,6 +68,7 @@ pub mod implementation;
 mod padded;
 mod pool;
 mod request;
+pub mod shared;
 mod slot;
 mod sync;
 #[cfg(feature = "test-utils")]
