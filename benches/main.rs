@@ -19,6 +19,7 @@ mod full;
 mod latency;
 mod mix;
 mod pool_size;
+mod shared_copy;
 mod threads;
 
 fn config() -> Criterion {
@@ -31,6 +32,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench
+    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench, shared_copy::bench
 }
 criterion_main!(benches);

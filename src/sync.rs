@@ -10,6 +10,7 @@
 //!
 //! Every back end offers the same small surface: `Mutex::new`, `Mutex::lock`,
 //! `Mutex::try_lock` (guards deref to the data) and the atomic types.
+//! [`shared_atomics`] is apart: core's atomics in every back end, for pool memory.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
@@ -32,6 +33,19 @@ pub type DefaultRawMutex = parking_lot::RawMutex;
 /// thread) with `std`, [`SpinRawMutex`] without.
 #[cfg(not(feature = "std"))]
 pub type DefaultRawMutex = SpinRawMutex;
+
+/// Atomics for memory shared with a device: `core`'s, in every back end, loom included.
+///
+/// [`crate::shared`] views raw pool bytes as atomics (`AtomicU8::from_ptr`), which loom's
+/// atomics cannot do: they are objects of their own that record their history, not views of
+/// existing memory. Nor would loom have anything to model: a device's writes are outside
+/// every model, and the models check the crate's metadata, never the bytes in the pool. So
+/// under `--cfg loom` the copies still run on `core`'s atomics (or assembly), outside the
+/// model, like a memcpy would.
+pub(crate) mod shared_atomics {
+    #[cfg_attr(miri, allow(unused_imports))] // Under Miri the copies go byte by byte.
+    pub(crate) use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+}
 
 /// Tells the scheduler (loom's, or the CPU) that this thread is waiting on another.
 #[inline]
