@@ -17,10 +17,12 @@
 //!
 //! The device may write any pool byte at any time, so nothing the allocator trusts is kept
 //! there. Per slot, outside the pool: a 16-bit tag (free / padding / head with direction and
-//! in-slot offset / body with the distance back to its head), and on heads a 32-bit length
-//! and the original's address: 14 bytes on 64-bit, plus one bitmap bit and one byte per
-//! segment for the segment-to-area table. A 64 MiB pool of 2 KiB slots (32768 slots) costs
-//! 452 KiB; Linux's `io_tlb_slot` is 24 bytes (768 KiB).
+//! in-slot offset / body with the distance back to its head), on heads a 32-bit length and
+//! a pointer to the original, and a byte for the slot's dirty prefix (below): 15 bytes on
+//! 64-bit, plus one bitmap bit and one byte per segment for the segment-to-area table. A
+//! 64 MiB pool of 2 KiB slots (32768 slots) costs 484 KiB; Linux's `io_tlb_slot` is 24
+//! bytes (768 KiB). The original is kept as a pointer, not an address, so that a copy back
+//! uses the provenance the caller lent at map (and Miri sees a misuse).
 //!
 //! Front padding is not counted anywhere: padding slots are tagged, and unmap walks back over
 //! them from the head. The slot before a mapping's padding is never padding (it is another
@@ -28,8 +30,10 @@
 //!
 //! # Locking
 //!
-//! Each area has one lock (parking_lot's with `std`, a backoff spin lock without) over its
-//! bitmap; the counters beside it are atomics written under the lock and read anywhere.
+//! Each area has one lock over its bitmap: a `lock_api` mutex over the raw lock the pool is
+//! generic over (parking_lot's with `std`, a backoff spin lock without, or the user's own,
+//! for instance one that masks interrupts); the counters beside it are atomics written
+//! under the lock and read anywhere.
 //! The per-slot tags are atomics written under the area lock while a run is being reserved
 //! or released, and read without a lock by sync and by the first, validating step of unmap:
 //! a mapping's tags do not change while it is live, and whoever has its address got it after
@@ -45,7 +49,16 @@
 //! `sync_for_cpu`) run outside every lock: the reservation makes the run the caller's, and
 //! the lock only covers the bitmap. Unmap checks the mapping without the lock, copies back,
 //! then takes the lock, checks again that the same mapping is still recorded (a racing
-//! double unmap loses here and changes nothing), and frees.
+//! double unmap loses here and changes nothing), clears its tags, and frees. Whatever
+//! else a release does to the pool's bytes (scrubbing) happens only after that check, with
+//! the tags cleared and the bitmap bits still set, so it can never touch a run someone else
+//! has been given since; the first version scrubbed before checking, and the loser of a
+//! racing release zeroed a new owner's data (loom model
+//! `racing_double_unmap_with_scrub_zeroes_no_new_owner`).
+//!
+//! Coherent allocations are owned by a `Coherent` handle that `free` consumes: with a safe
+//! `free(dma, size)`, a stale call after the slots had gone to a new allocation of the same
+//! size freed that one, a data race from safe code.
 //!
 //! # Search
 //!
@@ -93,8 +106,28 @@
 //!
 //! # The copy and the device
 //!
-//! Copies are `copy_nonoverlapping` on raw pointers: each pool byte is read once, no
-//! reference to pool memory is formed, and nothing read from the pool steers the allocator.
-//! A device that scribbles on the pool can corrupt only data of mappings it was given. With
-//! [`Config::scrub_on_release`](crate::Config::scrub_on_release) slots are also zeroed when
-//! freed, for pools shared by devices that must not see each other's old data.
+//! Copies go through [`shared`](crate::shared): operations defined while the device writes
+//! the same bytes (assembly on x86_64, which is opaque to the compiler and tears no byte;
+//! byte-wise atomics under Miri; word atomics elsewhere), each pool byte read once, no
+//! reference to pool memory ever formed, and nothing read from the pool steering the
+//! allocator. A device that scribbles on the pool can corrupt only data of mappings it was
+//! given. `copy_nonoverlapping` would be a data race by Rust's rules (Miri reports one with
+//! a device thread), and glibc's small copies read some bytes twice.
+//!
+//! # What a run shows the device
+//!
+//! A new mapping's slots hold its data and zeros, never an earlier mapping's bytes (front
+//! padding, the head of the first slot before the data, the tail of the last). Zeroing the
+//! rest of every run would cost up to a slot's `memset` per small mapping, so each slot keeps
+//! a dirty prefix: how many of its bytes from the start may hold data, in 128ths of a slot.
+//! A map zeroes only what is dirty and not about to be overwritten, then records its own
+//! extent; a slot reused by mappings of the same size zeroes nothing. Only the slot's owner
+//! touches its prefix, and the area lock orders one owner after the next. The region is
+//! cleared when the pool is built (as Linux does), so every prefix starts at zero. Coherent
+//! allocations are zeroed whole (rings must read zero when handed out), and
+//! [`Config::scrub_on_release`](crate::Config::scrub_on_release) zeroes whole runs when
+//! they are freed.
+//!
+//! A `FromDevice` mapping's bounce buffer is either a copy of the original (Linux's rule,
+//! so a whole copy back never returns stale bytes) or zeros ([`Fill`](crate::Fill)), which
+//! shows the device nothing of the guest; `SEMANTICS.md` has the trade-off.

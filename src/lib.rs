@@ -43,8 +43,8 @@
 //!
 //! | feature      | default | adds                                                          |
 //! |--------------|---------|---------------------------------------------------------------|
-//! | `std`        | yes     | [`Pool::allocate`], `parking_lot` locks, a per-thread area hint |
-//! | `test-utils` | no      | [`testing`]: the shadow model, operations and checks shared by tests, fuzzing and benches |
+//! | `std`        | yes     | `Pool::allocate`, `parking_lot` locks, a per-thread area hint |
+//! | `test-utils` | no      | `testing`: the shadow model, operations and checks shared by tests, fuzzing and benches |
 //!
 //! Without `std` the crate needs only `alloc` (for the metadata), and the areas use a spin
 //! lock with exponential backoff.

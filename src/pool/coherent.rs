@@ -50,7 +50,7 @@ impl Coherent {
 
     /// CPU address of the first byte (aligned like [`dma`](Self::dma) when the pool's CPU
     /// and device addresses agree modulo the alignment, as they do for
-    /// [`Pool::allocate`]).
+    /// `Pool::allocate`).
     pub fn cpu(&self) -> NonNull<u8> {
         self.cpu
     }
