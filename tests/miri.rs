@@ -1,0 +1,210 @@
+//! Scenarios sized for Miri (`bin/miri.sh` runs them under Stacked and Tree Borrows with
+//! strict provenance): every unsafe path of the core with small pools and buffers. Each
+//! also runs as an ordinary test.
+//!
+//! Originals are touched the way a driver touches them: through `&mut` between pool calls,
+//! with the `_into` / `_from` calls given a fresh pointer after such a use (the pointer kept
+//! at map is then invalid, which Miri would report).
+
+use core::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use swiotlb::shared::{copy_from_shared, copy_to_shared};
+use swiotlb::{Attrs, Config, Constraints, Direction, DmaAddr, Fill, LookupError, Pool};
+
+fn small_pool() -> Pool {
+    Pool::allocate(
+        16 * 512,
+        Config::new().slot_size(512).segment_slots(8).areas(1),
+    )
+    .expect("pool")
+}
+
+fn read(pool: &Pool, dma: DmaAddr, len: usize) -> Vec<u8> {
+    let at = pool.translate(dma, len).expect("in the pool");
+    let mut out = vec![0; len];
+    // SAFETY: `translate` checked the range; read as the device would.
+    unsafe { copy_from_shared(out.as_mut_ptr(), at.as_ptr(), len) };
+    out
+}
+
+fn write(pool: &Pool, dma: DmaAddr, bytes: &[u8]) {
+    let at = pool.translate(dma, bytes.len()).expect("in the pool");
+    // SAFETY: as in `read`, written as the device would.
+    unsafe { copy_to_shared(at.as_ptr(), bytes.as_ptr(), bytes.len()) };
+}
+
+/// Every direction under NVMe-like masks (a kept offset, front padding), the device
+/// answering, the copy back into a buffer reborrowed since map.
+#[test]
+fn each_direction_with_masks_round_trips() {
+    let pool = small_pool();
+    let c = Constraints::new()
+        .min_align_mask(0x3ff)
+        .alloc_align_mask(0x3ff);
+    for dir in [
+        Direction::ToDevice,
+        Direction::FromDevice,
+        Direction::Bidirectional,
+    ] {
+        let mut storage = vec![0u8; 2048];
+        let at = 0x2c0usize.wrapping_sub(storage.as_ptr().addr()) & 0x3ff;
+        let buf = &mut storage[at..at + 700];
+        buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        // SAFETY: `storage` outlives the mapping; between pool calls only this thread
+        // touches it.
+        let dma = unsafe { pool.map(NonNull::from(&mut *buf), dir, &c) }.unwrap();
+        assert_eq!(dma & 0x3ff, 0x2c0);
+        assert_eq!(read(&pool, dma, 700)[..4], [0, 1, 2, 3]);
+        write(&pool, dma, &[0xd0; 10]);
+        buf[699] = 0x55; // the CPU uses its buffer between calls
+        let buf = &mut storage[at..at + 700];
+        // SAFETY: the mapping is ours; `buf` is its original, freshly borrowed.
+        unsafe { pool.unmap_into(dma, NonNull::from(&mut *buf), dir, Attrs::NONE) }.unwrap();
+        if dir.from_device() {
+            assert_eq!(&buf[..10], &[0xd0; 10]);
+            assert_eq!(buf[699], 699u16 as u8, "the whole bounce buffer came back");
+        } else {
+            assert_eq!(buf[0], 0);
+            assert_eq!(buf[699], 0x55);
+        }
+    }
+    assert_eq!(pool.stats().used_slots, 0);
+}
+
+/// Partial syncs at offsets past the first slot, with a kept offset (Linux 2024's negative
+/// `tlb_offset` case), in both directions.
+#[test]
+fn partial_syncs_at_offsets() {
+    let pool = small_pool();
+    let c = Constraints::new().min_align_mask(0x1ff);
+    let mut storage = vec![0u8; 2048];
+    let at = 0x100usize.wrapping_sub(storage.as_ptr().addr()) & 0x1ff;
+    let base = NonNull::from(&mut storage[at..at + 1500]).cast::<u8>();
+    let whole = NonNull::slice_from_raw_parts(base, 1500);
+    // SAFETY: `storage` outlives the mapping and is touched only through these pointers.
+    let dma = unsafe { pool.map(whole, Direction::Bidirectional, &c) }.unwrap();
+    write(&pool, dma + 600, &[0xaa; 50]);
+    let part = |off: usize, len: usize| {
+        // SAFETY: `off + len <= 1500`, inside the buffer `base` points into.
+        NonNull::slice_from_raw_parts(unsafe { base.add(off) }, len)
+    };
+    // SAFETY: the mapping is ours; each part is the original's bytes for its address.
+    unsafe { pool.sync_for_cpu_into(dma + 600, part(600, 50), Direction::Bidirectional) }.unwrap();
+    // SAFETY: as above, and a refused call copies nothing.
+    let wrong =
+        unsafe { pool.sync_for_cpu_into(dma + 600, part(601, 50), Direction::Bidirectional) };
+    assert!(matches!(wrong, Err(LookupError::WrongBuffer { .. })));
+    // SAFETY: `part(1000, 8)` is written by this thread between pool calls only.
+    unsafe { part(1000, 8).cast::<u8>().write_bytes(0x77, 8) };
+    // SAFETY: as above.
+    unsafe { pool.sync_for_device_from(dma + 1000, part(1000, 8), Direction::Bidirectional) }
+        .unwrap();
+    assert_eq!(read(&pool, dma + 1000, 8), [0x77; 8]);
+    // SAFETY: as above.
+    unsafe { pool.unmap_into(dma, whole, Direction::Bidirectional, Attrs::SKIP_CPU_SYNC) }.unwrap();
+    let buf = &storage[at..at + 1500];
+    assert_eq!(&buf[600..650], &[0xaa; 50]);
+    assert_eq!(&buf[1000..1008], &[0x77; 8]);
+    assert_eq!(buf[650], 0);
+}
+
+/// Coherent allocations: zeroed, owned by their handle, freed from raw parts too; stale
+/// bytes never around a new mapping's data; zero fill shows the device nothing.
+#[test]
+fn coherent_zero_fill_and_stale_bytes() {
+    let pool = small_pool();
+    let ring = pool.alloc(700, &Constraints::NONE).unwrap();
+    assert_eq!(read(&pool, ring.dma(), 1024), vec![0; 1024]);
+    write(&pool, ring.dma(), &[0x11; 1024]);
+    let (dma, _, size) = ring.into_raw();
+    // SAFETY: the allocation is ours, taken apart just above, and no longer used.
+    unsafe { pool.free_raw(dma, size) }.unwrap();
+    let mut secret = vec![0x5eu8; 300];
+    // SAFETY: `secret` outlives the mapping and is untouched meanwhile.
+    let dma = unsafe {
+        pool.map_attrs(
+            NonNull::from(&mut secret[..]),
+            Direction::FromDevice,
+            &Constraints::NONE,
+            Attrs::NONE.fill(Fill::Zero),
+        )
+    }
+    .unwrap();
+    assert_eq!(dma, pool.dma_range().start, "reuses the ring's dirty slot");
+    assert_eq!(
+        read(&pool, dma, 512),
+        vec![0; 512],
+        "no secret, no ring bytes"
+    );
+    write(&pool, dma, &[1; 10]);
+    // SAFETY: the mapping is ours; `secret` is its original.
+    unsafe {
+        pool.unmap_into(
+            dma,
+            NonNull::from(&mut secret[..]),
+            Direction::FromDevice,
+            Attrs::NONE,
+        )
+    }
+    .unwrap();
+    assert_eq!(&secret[..10], &[1; 10]);
+    assert!(secret[10..].iter().all(|b| *b == 0));
+    assert_eq!(pool.stats().used_slots, 0);
+}
+
+/// A device thread writes the bounce buffer while the CPU copies out of it (and into it):
+/// the copies are atomic per byte, so there is no data race, and each byte read is one the
+/// device or the CPU wrote.
+#[test]
+fn a_device_thread_writes_while_the_cpu_copies() {
+    let pool = Arc::new(small_pool());
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` outlives the mapping; this thread touches it only between pool calls.
+    let dma = unsafe {
+        pool.map(
+            NonNull::from(&mut buf[..]),
+            Direction::Bidirectional,
+            &Constraints::NONE,
+        )
+    }
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let device = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let p = pool.translate(dma, 64).unwrap().as_ptr();
+            let mut round = 0u8;
+            while !stop.load(Ordering::Relaxed) && round < 20 {
+                round += 1;
+                for i in 0..64 {
+                    // SAFETY: inside the pool; the device writes with byte atomics, as the
+                    // copies read.
+                    unsafe { AtomicU8::from_ptr(p.add(i)) }.store(round, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    for _ in 0..5 {
+        let ptr = NonNull::from(&mut buf[..]);
+        // SAFETY: the mapping is ours; `ptr` is its original.
+        unsafe { pool.sync_for_cpu_into(dma, ptr, Direction::Bidirectional) }.unwrap();
+        assert!(buf.iter().all(|b| *b <= 20));
+        let ptr = NonNull::from(&mut buf[..]);
+        // SAFETY: as above.
+        unsafe { pool.sync_for_device_from(dma, ptr, Direction::Bidirectional) }.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    device.join().unwrap();
+    // SAFETY: as above.
+    unsafe {
+        pool.unmap_into(
+            dma,
+            NonNull::from(&mut buf[..]),
+            Direction::Bidirectional,
+            Attrs::NONE,
+        )
+    }
+    .unwrap();
+    assert_eq!(pool.stats().used_slots, 0);
+}
