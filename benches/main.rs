@@ -16,6 +16,7 @@ use std::time::Duration;
 mod common;
 mod copy;
 mod full;
+mod hygiene;
 mod latency;
 mod mix;
 mod pool_size;
@@ -32,6 +33,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench, shared_copy::bench
+    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench, shared_copy::bench, hygiene::bench
 }
 criterion_main!(benches);

@@ -77,8 +77,9 @@ impl Bounce for Ours {
         } else {
             Attrs::NONE
         };
-        // SAFETY: the trait's contract is `Pool::unmap`'s: `dma` is a live mapping of `buf`.
-        unsafe { self.pool.unmap(dma, buf.len(), dir, attrs) }.map_err(|_| Error::NotMapped)
+        // SAFETY: the trait's contract is `Pool::unmap_into`'s: `dma` is a live mapping of
+        // `buf`, which is given afresh (as `Hal::unshare` gives it).
+        unsafe { self.pool.unmap_into(dma, buf, dir, attrs) }.map_err(|_| Error::NotMapped)
     }
 
     fn translate(&self, dma: DmaAddr, len: usize) -> Option<NonNull<u8>> {
