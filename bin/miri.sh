@@ -21,10 +21,10 @@
 # (target/miri, or MIRI_TARGET_DIR).
 #
 # Time here (2 shared cores): ~60 s for Miri's sysroot from cold (`cargo miri setup`,
-# cached in ~/.cache/miri), ~2 min to build the tests under Miri from cold (95 s for the
-# core's, with its dev-dependencies criterion, proptest and swiotlb-bench; 25 s more for
-# swiotlb-virtio's), then ~22 s for the four runs (each binary is built once; MIRIFLAGS
-# only changes how it is interpreted): about 3.5 min in all.
+# cached in ~/.cache/miri), 1-2 min to build the tests under Miri from cold (45-95 s for
+# the core's, with its dev-dependencies criterion, proptest and swiotlb-bench; 15-25 s more
+# for swiotlb-virtio's), then ~22 s for the four runs when they pass (each binary is built
+# once; MIRIFLAGS only changes how it is interpreted): 2-3.5 min in all.
 #
 # As of this script, every run stops at the first undefined behaviour Miri finds: the
 # padded.rs retag of a moved Box (both models; being fixed), and, behind it under strict
