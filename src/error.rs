@@ -3,6 +3,7 @@
 //! Every error is returned before the pool changes: a failed call leaves every slot, every
 //! byte of the pool and every statistic except [`Stats::failed_maps`](crate::Stats) as it was.
 
+use crate::config::MAX_AREAS;
 use crate::request::{Direction, DmaAddr};
 
 /// A pool configuration or region that cannot work.
@@ -18,8 +19,9 @@ pub enum ConfigError {
     /// The page size is not a power of two of at least 4 KiB.
     #[error("page size {0} is not a power of two of at least 4096 bytes")]
     PageSize(usize),
-    /// The number of areas asked for is zero, not a power of two, or over 1024.
-    #[error("area count {0} is not a power of two between 1 and 1024")]
+    /// The number of areas asked for is zero, not a power of two, or over
+    /// [`MAX_AREAS`](crate::MAX_AREAS).
+    #[error("area count {0} is not a power of two between 1 and {MAX_AREAS}")]
     Areas(usize),
     /// The region holds no whole slot once its start is aligned to a slot in device space.
     #[error("region of {size} bytes at device address {dma_base:#x} holds no whole {slot_size}-byte slot")]

@@ -517,6 +517,18 @@ fn a_full_pool_says_what_was_asked_and_what_is_used() {
     assert_eq!(pool.stats().used_slots, 0);
 }
 
+/// The message names the real limit, `MAX_AREAS` (64); it once said 1024.
+#[test]
+fn area_count_message_names_the_real_limit() {
+    assert_eq!(swiotlb::MAX_AREAS, 64);
+    let err = Pool::allocate(1 << 20, Config::new().areas(128)).unwrap_err();
+    assert_eq!(err, ConfigError::Areas(128));
+    assert_eq!(
+        err.to_string(),
+        "area count 128 is not a power of two between 1 and 64"
+    );
+}
+
 #[test]
 fn invalid_configurations_are_refused() {
     let cases: [(Config, ConfigError); 5] = [

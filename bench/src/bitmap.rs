@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 #[derive(Debug)]
 struct State {
     /// One bit a slot, set when in use.
-    bits: BitVec<u64, Lsb0>,
+    bits: BitVec<usize, Lsb0>,
     used: usize,
     high_water: usize,
 }
@@ -47,7 +47,7 @@ impl MutexBitmap {
 }
 
 /// First fit for `n` slots whose first is a multiple of `align`.
-fn first_fit(bits: &bitvec::slice::BitSlice<u64, Lsb0>, n: usize, align: usize) -> Option<usize> {
+fn first_fit(bits: &bitvec::slice::BitSlice<usize, Lsb0>, n: usize, align: usize) -> Option<usize> {
     let mut from = 0;
     loop {
         let free = from + bits.get(from..)?.first_zero()?;
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn first_fit_skips_used_runs_and_aligns() {
-        let bits = bitvec![u64, Lsb0; 0, 1, 0, 0, 1, 0, 0, 0, 0];
+        let bits = bitvec![usize, Lsb0; 0, 1, 0, 0, 1, 0, 0, 0, 0];
         assert_eq!(first_fit(&bits, 1, 1), Some(0));
         assert_eq!(first_fit(&bits, 2, 1), Some(2));
         assert_eq!(first_fit(&bits, 2, 2), Some(2));

@@ -1,12 +1,57 @@
 //! Per-binding figures: how many shares, how many waited, how many bytes were copied each
 //! way. Relaxed atomic adds, compiled in only with the `counters` feature.
+//!
+//! # Width
+//!
+//! The counters are 64-bit where the target has 64-bit atomics. Where it has not (32-bit
+//! Arm microcontrollers such as `thumbv7em-none-eabihf`, 32-bit RISC-V) they are `usize`
+//! and wrap at 2^32: the byte counters after 4 GiB. [`HalCounters::since`] takes its
+//! differences modulo 2^32 on those targets, so it stays exact while fewer than 2^32 shares
+//! (or bytes) pass between the two snapshots.
 
 #[cfg(feature = "counters")]
-use core::sync::atomic::{AtomicU64, Ordering};
+use self::word::{add, get, Counter};
+
+/// The counter word and its two operations: 64-bit where the target has 64-bit atomics.
+#[cfg(all(feature = "counters", target_has_atomic = "64"))]
+mod word {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    pub(super) type Counter = AtomicU64;
+
+    #[inline]
+    pub(super) fn add(counter: &Counter, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(super) fn get(counter: &Counter) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The counter word and its two operations: `usize` (wrapping) without 64-bit atomics.
+#[cfg(all(feature = "counters", not(target_has_atomic = "64")))]
+mod word {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    pub(super) type Counter = AtomicUsize;
+
+    #[inline]
+    pub(super) fn add(counter: &Counter, n: usize) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(super) fn get(counter: &Counter) -> u64 {
+        counter.load(Ordering::Relaxed) as u64
+    }
+}
 
 /// A snapshot of one binding's figures ([`PoolSlot::counters`](crate::PoolSlot::counters)).
 /// Each field is exact; under load they are not all from one instant. All zero without the
-/// `counters` feature.
+/// `counters` feature. Without 64-bit atomics each field wraps at 2^32 (see the module's
+/// `# Width`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HalCounters {
     /// `Hal::share` calls that returned.
@@ -33,67 +78,65 @@ pub struct HalCounters {
 #[cfg(feature = "counters")]
 #[derive(Debug)]
 pub(crate) struct Counters {
-    shares: AtomicU64,
-    unshares: AtomicU64,
-    bytes_shared: AtomicU64,
-    bytes_copied_in: AtomicU64,
-    bytes_copied_out: AtomicU64,
-    share_waits: AtomicU64,
-    coherent_pages: AtomicU64,
-    coherent_failures: AtomicU64,
+    shares: Counter,
+    unshares: Counter,
+    bytes_shared: Counter,
+    bytes_copied_in: Counter,
+    bytes_copied_out: Counter,
+    share_waits: Counter,
+    coherent_pages: Counter,
+    coherent_failures: Counter,
 }
 
 #[cfg(feature = "counters")]
 impl Counters {
     pub(crate) const fn new() -> Self {
         Self {
-            shares: AtomicU64::new(0),
-            unshares: AtomicU64::new(0),
-            bytes_shared: AtomicU64::new(0),
-            bytes_copied_in: AtomicU64::new(0),
-            bytes_copied_out: AtomicU64::new(0),
-            share_waits: AtomicU64::new(0),
-            coherent_pages: AtomicU64::new(0),
-            coherent_failures: AtomicU64::new(0),
+            shares: Counter::new(0),
+            unshares: Counter::new(0),
+            bytes_shared: Counter::new(0),
+            bytes_copied_in: Counter::new(0),
+            bytes_copied_out: Counter::new(0),
+            share_waits: Counter::new(0),
+            coherent_pages: Counter::new(0),
+            coherent_failures: Counter::new(0),
         }
     }
 
     #[inline]
     pub(crate) fn shared(&self, len: usize, copied_in: usize, waited: bool) {
-        self.shares.fetch_add(1, Ordering::Relaxed);
-        self.bytes_shared.fetch_add(len as u64, Ordering::Relaxed);
-        self.bytes_copied_in
-            .fetch_add(copied_in as u64, Ordering::Relaxed);
+        add(&self.shares, 1);
+        add(&self.bytes_shared, len);
+        add(&self.bytes_copied_in, copied_in);
         if waited {
-            self.share_waits.fetch_add(1, Ordering::Relaxed);
+            add(&self.share_waits, 1);
         }
     }
 
     #[inline]
     pub(crate) fn unshared(&self, copied_out: usize) {
-        self.unshares.fetch_add(1, Ordering::Relaxed);
-        self.bytes_copied_out
-            .fetch_add(copied_out as u64, Ordering::Relaxed);
+        add(&self.unshares, 1);
+        add(&self.bytes_copied_out, copied_out);
     }
 
     #[inline]
     pub(crate) fn allocated(&self, pages: Option<usize>) {
         match pages {
-            Some(n) => self.coherent_pages.fetch_add(n as u64, Ordering::Relaxed),
-            None => self.coherent_failures.fetch_add(1, Ordering::Relaxed),
-        };
+            Some(n) => add(&self.coherent_pages, n),
+            None => add(&self.coherent_failures, 1),
+        }
     }
 
     pub(crate) fn snapshot(&self) -> HalCounters {
         HalCounters {
-            shares: self.shares.load(Ordering::Relaxed),
-            unshares: self.unshares.load(Ordering::Relaxed),
-            bytes_shared: self.bytes_shared.load(Ordering::Relaxed),
-            bytes_copied_in: self.bytes_copied_in.load(Ordering::Relaxed),
-            bytes_copied_out: self.bytes_copied_out.load(Ordering::Relaxed),
-            share_waits: self.share_waits.load(Ordering::Relaxed),
-            coherent_pages: self.coherent_pages.load(Ordering::Relaxed),
-            coherent_failures: self.coherent_failures.load(Ordering::Relaxed),
+            shares: get(&self.shares),
+            unshares: get(&self.unshares),
+            bytes_shared: get(&self.bytes_shared),
+            bytes_copied_in: get(&self.bytes_copied_in),
+            bytes_copied_out: get(&self.bytes_copied_out),
+            share_waits: get(&self.share_waits),
+            coherent_pages: get(&self.coherent_pages),
+            coherent_failures: get(&self.coherent_failures),
         }
     }
 }
@@ -124,21 +167,30 @@ impl Counters {
 }
 
 impl HalCounters {
-    /// The figures accumulated since `earlier` (field by field, saturating at zero).
+    /// The figures accumulated since `earlier` (field by field, saturating at zero; modulo
+    /// 2^32 on targets without 64-bit atomics, whose counters wrap there).
     pub fn since(&self, earlier: &HalCounters) -> HalCounters {
         HalCounters {
-            shares: self.shares.saturating_sub(earlier.shares),
-            unshares: self.unshares.saturating_sub(earlier.unshares),
-            bytes_shared: self.bytes_shared.saturating_sub(earlier.bytes_shared),
-            bytes_copied_in: self.bytes_copied_in.saturating_sub(earlier.bytes_copied_in),
-            bytes_copied_out: self
-                .bytes_copied_out
-                .saturating_sub(earlier.bytes_copied_out),
-            share_waits: self.share_waits.saturating_sub(earlier.share_waits),
-            coherent_pages: self.coherent_pages.saturating_sub(earlier.coherent_pages),
-            coherent_failures: self
-                .coherent_failures
-                .saturating_sub(earlier.coherent_failures),
+            shares: delta(self.shares, earlier.shares),
+            unshares: delta(self.unshares, earlier.unshares),
+            bytes_shared: delta(self.bytes_shared, earlier.bytes_shared),
+            bytes_copied_in: delta(self.bytes_copied_in, earlier.bytes_copied_in),
+            bytes_copied_out: delta(self.bytes_copied_out, earlier.bytes_copied_out),
+            share_waits: delta(self.share_waits, earlier.share_waits),
+            coherent_pages: delta(self.coherent_pages, earlier.coherent_pages),
+            coherent_failures: delta(self.coherent_failures, earlier.coherent_failures),
         }
     }
+}
+
+/// `now - earlier` for one field of [`HalCounters::since`].
+#[cfg(target_has_atomic = "64")]
+fn delta(now: u64, earlier: u64) -> u64 {
+    now.saturating_sub(earlier)
+}
+
+/// `now - earlier` for one field of [`HalCounters::since`], modulo the counters' width.
+#[cfg(not(target_has_atomic = "64"))]
+fn delta(now: u64, earlier: u64) -> u64 {
+    now.wrapping_sub(earlier) & usize::MAX as u64
 }

@@ -12,6 +12,12 @@ pub const DESC_F_NEXT: u16 = 1;
 /// Split-ring descriptor flag: the device writes this buffer.
 pub const DESC_F_WRITE: u16 = 2;
 
+/// Bytes of one split-ring descriptor (address, length, flags, next).
+const DESC_SIZE: usize = 16;
+
+/// Most descriptors an indirect table can chain: `next` is a 16-bit index.
+const MAX_INDIRECT_DESCRIPTORS: usize = 1 << 16;
+
 /// One buffer of a scatter-gather list, with the direction its borrow allows.
 #[derive(Debug)]
 pub enum SgBuf<'a> {
@@ -257,7 +263,10 @@ impl MappedSg<'_, '_> {
     ///
     /// # Errors
     ///
-    /// The table's [`MapError`] (a full pool, say). The list stays mapped.
+    /// [`MapError::TooLarge`] for a list of more than 65,536 segments, whose descriptor
+    /// indices do not fit the 16-bit `next` field (`size` is the table's bytes, `max` those
+    /// of a 65,536-entry table); nothing is mapped. Otherwise the table's [`MapError`] (a
+    /// full pool, say). Either way the list stays mapped.
     pub fn map_indirect_table(
         &mut self,
         constraints: &Constraints,
@@ -266,23 +275,25 @@ impl MappedSg<'_, '_> {
             return Ok((*dma, table.len() as u32));
         }
         let n = self.segments.len();
-        let len = n.checked_mul(16).ok_or(MapError::TooLarge {
-            size: usize::MAX,
-            max: u32::MAX as usize,
-        })?;
-        let len32 = u32::try_from(len).map_err(|_| MapError::TooLarge {
-            size: len,
-            max: u32::MAX as usize,
-        })?;
+        if n > MAX_INDIRECT_DESCRIPTORS {
+            return Err(MapError::TooLarge {
+                size: n.saturating_mul(DESC_SIZE),
+                max: MAX_INDIRECT_DESCRIPTORS * DESC_SIZE,
+            });
+        }
+        // At most 65,536 descriptors of 16 bytes: 1 MiB, no overflow.
+        let len = n * DESC_SIZE;
+        let len32 = len as u32;
         let mut table = alloc::vec![0u8; len].into_boxed_slice();
         for (i, (seg, desc)) in self
             .segments
             .iter()
-            .zip(table.chunks_exact_mut(16))
+            .zip(table.chunks_exact_mut(DESC_SIZE))
             .enumerate()
         {
             let last = i + 1 == n;
             let flags = seg.flags() | if last { 0 } else { DESC_F_NEXT };
+            // Not last: i + 1 < n <= 65,536, so the index fits (checked above).
             let next = if last { 0 } else { (i + 1) as u16 };
             desc[0..8].copy_from_slice(&seg.dma.to_le_bytes());
             desc[8..12].copy_from_slice(&seg.len.to_le_bytes());

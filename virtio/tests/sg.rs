@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_idle, pattern, region, MiniQueue};
-use swiotlb::{Constraints, MapError};
+use swiotlb::{Config, Constraints, MapError, Pool};
 use swiotlb_virtio::testing::{
     BlockDevice, DeviceHandle, DmaRegion, Mode, PoolTransport, RngDevice, TransportBuilder,
     F_INDIRECT_DESC,
@@ -352,4 +352,52 @@ fn sg_bidirectional_buffer_is_writable_and_copied_back() {
     assert_eq!(done.copied_back, 2049);
     assert_eq!((both, status), (data, [0]));
     rig.finish();
+}
+
+/// An indirect table chains its descriptors through a 16-bit `next` index: 65,536 segments
+/// fit (the last `next` is 65,535), 65,537 would wrap index 65,536 to 0, so that table is
+/// refused with its size before anything is mapped, and the list stays mapped.
+#[test]
+fn sg_indirect_table_refuses_indices_past_16_bits() {
+    // 128-byte slots and 2 MiB segments: one slot per byte-long segment, and room for a
+    // table past the limit, so only the index check can refuse it (not the pool).
+    let config = Config::new().slot_size(128).segment_slots(1 << 14).areas(1);
+    let pool = Pool::allocate(16 << 20, config).unwrap();
+    let bytes = pattern(65_537, 9);
+
+    let mut sg = map_sg(
+        &pool,
+        bytes[1..].chunks(1).map(SgBuf::Out),
+        &Constraints::NONE,
+    )
+    .unwrap();
+    let (dma, len) = sg.map_indirect_table(&Constraints::NONE).unwrap();
+    assert_eq!(len, 65_536 * 16);
+    let desc = |i: usize| {
+        let p = pool.translate(dma + (i as u64) * 16, 16).unwrap();
+        // SAFETY: 16 bytes of the table's live mapping; nothing writes the pool meanwhile.
+        let d = unsafe { std::slice::from_raw_parts(p.as_ptr(), 16) };
+        let flags = u16::from_le_bytes([d[12], d[13]]);
+        (flags, u16::from_le_bytes([d[14], d[15]]))
+    };
+    assert_eq!(desc(65_534), (swiotlb_virtio::DESC_F_NEXT, 65_535));
+    assert_eq!(desc(65_535), (0, 0));
+    assert_eq!(sg.unmap(0).unwrap().copied_back, 0);
+    assert_idle(&pool);
+
+    let mut sg = map_sg(&pool, bytes.chunks(1).map(SgBuf::Out), &Constraints::NONE).unwrap();
+    let before = pool.stats();
+    assert_eq!(before.used_slots, 65_537);
+    let err = sg.map_indirect_table(&Constraints::NONE).unwrap_err();
+    assert_eq!(
+        err,
+        MapError::TooLarge {
+            size: 65_537 * 16,
+            max: 65_536 * 16
+        }
+    );
+    assert_eq!(pool.stats(), before, "nothing mapped, nothing counted");
+    assert_eq!(sg.segments().len(), 65_537);
+    assert_eq!(sg.unmap(0).unwrap().copied_back, 0);
+    assert_idle(&pool);
 }
