@@ -20,7 +20,7 @@ fn pair(pool: &Pool, buf: &mut [u8], len: usize, dir: Direction, attrs: Attrs) {
 }
 
 pub fn bench(c: &mut Criterion) {
-    let config = Config::new().areas(1);
+    let config = Config::new().with_areas(1);
     let pool = Pool::allocate(4 << 20, config).expect("pool");
     let mut buf = vec![0x5au8; 64 << 10];
 

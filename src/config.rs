@@ -13,8 +13,9 @@ pub const MAX_AREAS: usize = 64;
 ///
 /// ```
 /// use swiotlb::Config;
-/// let config = Config::new().slot_size(4096).segment_slots(64).areas(4);
-/// assert_eq!(config.get_slot_size(), 4096);
+/// let config = Config::new().with_slot_size(4096).with_segment_slots(64).with_areas(4);
+/// assert_eq!(config.slot_size(), 4096);
+/// assert_eq!(config.areas(), Some(4));
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
@@ -41,28 +42,28 @@ impl Config {
     }
 
     /// Size of a slot, the allocation unit: a power of two from 64 bytes to 4 KiB.
-    pub const fn slot_size(mut self, bytes: usize) -> Self {
+    pub const fn with_slot_size(mut self, bytes: usize) -> Self {
         self.slot_size = bytes;
         self
     }
 
     /// Slots in a segment, the most one mapping may span: a power of two from 1 to 16384.
     /// The largest mapping is `slot_size * segment_slots` bytes.
-    pub const fn segment_slots(mut self, slots: usize) -> Self {
+    pub const fn with_segment_slots(mut self, slots: usize) -> Self {
         self.segment_slots = slots;
         self
     }
 
     /// Number of areas, each with its own lock: a power of two up to [`MAX_AREAS`]. The pool
     /// uses fewer when it has fewer segments (every area holds at least one).
-    pub const fn areas(mut self, areas: usize) -> Self {
+    pub const fn with_areas(mut self, areas: usize) -> Self {
         self.areas = Some(areas);
         self
     }
 
     /// Page size: mappings of a page or more with no alignment constraint are page-aligned,
     /// and coherent allocations are aligned to a power-of-two number of pages.
-    pub const fn page_size(mut self, bytes: usize) -> Self {
+    pub const fn with_page_size(mut self, bytes: usize) -> Self {
         self.page_size = bytes;
         self
     }
@@ -72,7 +73,7 @@ impl Config {
     /// overwrites every byte its device is given, coherent allocations are zeroed, and the
     /// bytes left behind were visible to the device while mapped. Turn it on when devices of
     /// different trust share one pool. Costs a `memset` of the released slots.
-    pub const fn scrub_on_release(mut self, on: bool) -> Self {
+    pub const fn with_scrub_on_release(mut self, on: bool) -> Self {
         self.scrub_on_release = on;
         self
     }
@@ -80,24 +81,41 @@ impl Config {
     /// The function that picks the area a caller tries first, typically the current CPU's
     /// number. The default gives each thread its own number (with `std`) or always 0
     /// (without).
-    pub const fn area_hint(mut self, hint: fn() -> usize) -> Self {
+    pub const fn with_area_hint(mut self, hint: fn() -> usize) -> Self {
         self.area_hint = hint;
         self
     }
 
-    /// The configured slot size.
-    pub const fn get_slot_size(&self) -> usize {
+    /// The configured slot size ([`Pool::slot_size`](crate::Pool::slot_size) of a pool
+    /// built with it).
+    pub const fn slot_size(&self) -> usize {
         self.slot_size
     }
 
     /// The configured segment length in slots.
-    pub const fn get_segment_slots(&self) -> usize {
+    pub const fn segment_slots(&self) -> usize {
         self.segment_slots
     }
 
+    /// The number of areas asked for, if any (`None`: one per CPU). A pool may use fewer
+    /// ([`Pool::areas`](crate::Pool::areas)).
+    pub const fn areas(&self) -> Option<usize> {
+        self.areas
+    }
+
     /// The configured page size.
-    pub const fn get_page_size(&self) -> usize {
+    pub const fn page_size(&self) -> usize {
         self.page_size
+    }
+
+    /// Whether runs are zeroed when released.
+    pub const fn scrub_on_release(&self) -> bool {
+        self.scrub_on_release
+    }
+
+    /// The area hint function.
+    pub const fn area_hint(&self) -> fn() -> usize {
+        self.area_hint
     }
 
     /// Checks every field and returns the number of areas to aim for.
@@ -119,14 +137,6 @@ impl Config {
                 .min(MAX_AREAS)),
         }
     }
-
-    pub(crate) fn hint(&self) -> fn() -> usize {
-        self.area_hint
-    }
-
-    pub(crate) fn scrubs(&self) -> bool {
-        self.scrub_on_release
-    }
 }
 
 impl Default for Config {
@@ -144,28 +154,28 @@ mod tests {
         assert_eq!(Config::new().check().map(|_| ()), Ok(()));
         for bad in [0, 32, 3000, 8192] {
             assert_eq!(
-                Config::new().slot_size(bad).check(),
+                Config::new().with_slot_size(bad).check(),
                 Err(ConfigError::SlotSize(bad))
             );
         }
         for bad in [0, 3, 1 << 15] {
             assert_eq!(
-                Config::new().segment_slots(bad).check(),
+                Config::new().with_segment_slots(bad).check(),
                 Err(ConfigError::SegmentSlots(bad))
             );
         }
         for bad in [0, 2048, 5000] {
             assert_eq!(
-                Config::new().page_size(bad).check(),
+                Config::new().with_page_size(bad).check(),
                 Err(ConfigError::PageSize(bad))
             );
         }
         for bad in [0, 3, 128] {
             assert_eq!(
-                Config::new().areas(bad).check(),
+                Config::new().with_areas(bad).check(),
                 Err(ConfigError::Areas(bad))
             );
         }
-        assert_eq!(Config::new().areas(8).check(), Ok(8));
+        assert_eq!(Config::new().with_areas(8).check(), Ok(8));
     }
 }

@@ -127,7 +127,8 @@ fn seg_boundary_mask_is_never_crossed() {
 
 #[test]
 fn no_mapping_crosses_a_segment() {
-    let pool = Pool::allocate(64 * 2048, Config::new().areas(1).segment_slots(8)).unwrap();
+    let pool =
+        Pool::allocate(64 * 2048, Config::new().with_areas(1).with_segment_slots(8)).unwrap();
     assert_eq!(pool.max_mapping_size(&Constraints::NONE), 16384);
     with_fillers(&pool, 20, |pool, round| {
         let len = 5000 + round * 400;
@@ -218,7 +219,8 @@ fn alignment_holds_in_device_space_when_the_region_is_not_aligned() {
         // SAFETY: non-zero size.
         let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
         // SAFETY: the region is ours for the pool's life (freed after it is dropped).
-        let pool = unsafe { Pool::new(mem, dma_base, 64 * 2048, Config::new().areas(1)) }.unwrap();
+        let pool =
+            unsafe { Pool::new(mem, dma_base, 64 * 2048, Config::new().with_areas(1)) }.unwrap();
         let first = pool.dma_range().start;
         assert_eq!(first % 2048, 0);
         assert!(first >= dma_base && first - dma_base < 2048);
@@ -256,7 +258,11 @@ fn max_mapping_size_follows_linux() {
         pool.max_mapping_size(&Constraints::new().min_align_mask(0x3f)),
         260096
     );
-    let small = Pool::allocate(1 << 20, Config::new().slot_size(4096).segment_slots(16)).unwrap();
+    let small = Pool::allocate(
+        1 << 20,
+        Config::new().with_slot_size(4096).with_segment_slots(16),
+    )
+    .unwrap();
     assert_eq!(small.max_mapping_size(&Constraints::NONE), 65536);
     assert_eq!(
         small.max_mapping_size(&Constraints::new().min_align_mask(0xfff)),

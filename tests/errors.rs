@@ -521,7 +521,7 @@ fn a_full_pool_says_what_was_asked_and_what_is_used() {
 #[test]
 fn area_count_message_names_the_real_limit() {
     assert_eq!(swiotlb::MAX_AREAS, 64);
-    let err = Pool::allocate(1 << 20, Config::new().areas(128)).unwrap_err();
+    let err = Pool::allocate(1 << 20, Config::new().with_areas(128)).unwrap_err();
     assert_eq!(err, ConfigError::Areas(128));
     assert_eq!(
         err.to_string(),
@@ -532,14 +532,23 @@ fn area_count_message_names_the_real_limit() {
 #[test]
 fn invalid_configurations_are_refused() {
     let cases: [(Config, ConfigError); 5] = [
-        (Config::new().slot_size(3000), ConfigError::SlotSize(3000)),
-        (Config::new().slot_size(8192), ConfigError::SlotSize(8192)),
         (
-            Config::new().segment_slots(100),
+            Config::new().with_slot_size(3000),
+            ConfigError::SlotSize(3000),
+        ),
+        (
+            Config::new().with_slot_size(8192),
+            ConfigError::SlotSize(8192),
+        ),
+        (
+            Config::new().with_segment_slots(100),
             ConfigError::SegmentSlots(100),
         ),
-        (Config::new().areas(3), ConfigError::Areas(3)),
-        (Config::new().page_size(1024), ConfigError::PageSize(1024)),
+        (Config::new().with_areas(3), ConfigError::Areas(3)),
+        (
+            Config::new().with_page_size(1024),
+            ConfigError::PageSize(1024),
+        ),
     ];
     for (config, err) in cases {
         assert_eq!(Pool::allocate(1 << 20, config).unwrap_err(), err);

@@ -15,7 +15,10 @@ use swiotlb::{Attrs, Config, Constraints, Direction, DmaAddr, Fill, LookupError,
 fn small_pool() -> Pool {
     Pool::allocate(
         16 * 512,
-        Config::new().slot_size(512).segment_slots(8).areas(1),
+        Config::new()
+            .with_slot_size(512)
+            .with_segment_slots(8)
+            .with_areas(1),
     )
     .expect("pool")
 }

@@ -185,15 +185,15 @@ fn statistics_count_slots_padding_high_water_and_failures() {
 
 #[test]
 fn areas_split_on_segments_and_default_to_the_cpu_count() {
-    let one_segment = Pool::allocate(128 * 2048, Config::new().areas(8)).unwrap();
+    let one_segment = Pool::allocate(128 * 2048, Config::new().with_areas(8)).unwrap();
     assert_eq!(one_segment.areas(), 1);
-    let three = Pool::allocate(3 * 128 * 2048, Config::new().areas(8)).unwrap();
+    let three = Pool::allocate(3 * 128 * 2048, Config::new().with_areas(8)).unwrap();
     assert_eq!(
         three.areas(),
         2,
         "a power of two no larger than the segment count"
     );
-    let big = Pool::allocate(64 << 20, Config::new().areas(8)).unwrap();
+    let big = Pool::allocate(64 << 20, Config::new().with_areas(8)).unwrap();
     assert_eq!(big.areas(), 8);
     let total: usize = (0..8).map(|a| big.area_stats(a).unwrap().total_slots).sum();
     assert_eq!(total, 32768);
@@ -209,7 +209,11 @@ fn area0() -> usize {
 #[test]
 fn a_full_area_falls_back_to_the_next() {
     // Two areas of 128 slots; every caller starts in area 0.
-    let pool = Pool::allocate(256 * 2048, Config::new().areas(2).area_hint(area0)).unwrap();
+    let pool = Pool::allocate(
+        256 * 2048,
+        Config::new().with_areas(2).with_area_hint(area0),
+    )
+    .unwrap();
     let mut live = Vec::new();
     for i in 0..256 {
         let mut o = Orig::new(2048, 0, i as u8);
@@ -234,7 +238,7 @@ fn a_full_area_falls_back_to_the_next() {
 
 #[test]
 fn threads_each_find_their_own_area_and_share_nothing() {
-    let pool = Arc::new(Pool::allocate(1024 * 2048, Config::new().areas(4)).unwrap());
+    let pool = Arc::new(Pool::allocate(1024 * 2048, Config::new().with_areas(4)).unwrap());
     let barrier = Arc::new(Barrier::new(4));
     let threads: Vec<_> = (0..4u8)
         .map(|t| {
@@ -276,7 +280,11 @@ fn contains_and_translate_cover_exactly_the_pool() {
 
 #[test]
 fn scrub_on_release_zeroes_freed_slots() {
-    let pool = Pool::allocate(16 * 2048, Config::new().areas(1).scrub_on_release(true)).unwrap();
+    let pool = Pool::allocate(
+        16 * 2048,
+        Config::new().with_areas(1).with_scrub_on_release(true),
+    )
+    .unwrap();
     // Kept offset 0xe00 with a page-aligned allocation: one padding slot, then 0x600 into
     // the head slot and on through two more.
     let c = Constraints::new()

@@ -206,7 +206,7 @@ fn partial_sync_past_first_slot_with_min_align_offset_copies_the_right_bytes() {
 fn tiny_pool_never_hands_out_a_slot_past_its_end() {
     for slots in 1..=9usize {
         for areas in [1, 2, 4, 8] {
-            let pool = Pool::allocate(slots * 2048, Config::new().areas(areas)).unwrap();
+            let pool = Pool::allocate(slots * 2048, Config::new().with_areas(areas)).unwrap();
             assert_eq!(pool.stats().total_slots, slots);
             assert_eq!(pool.areas(), 1, "a pool under one segment has one area");
             let range = pool.dma_range();

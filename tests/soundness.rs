@@ -20,8 +20,8 @@ fn alloc_of_a_size_near_usize_max_is_too_large_even_at_device_address_zero() {
     let cpu = NonNull::new(start.wrapping_add(start.addr().wrapping_neg() % 2048)).unwrap();
     for dma_base in [0u64, 0x8000_0000] {
         // SAFETY: 64 slots of `region`, which outlives the pool and is used by nothing else.
-        let pool =
-            unsafe { Pool::new(cpu, dma_base, 64 * 2048, Config::new().areas(1)) }.expect("pool");
+        let pool = unsafe { Pool::new(cpu, dma_base, 64 * 2048, Config::new().with_areas(1)) }
+            .expect("pool");
         let segment = 128 * 2048;
         for size in (0..=4096).map(|k| usize::MAX - k).chain([segment + 1]) {
             assert_eq!(

@@ -332,9 +332,9 @@ fn free(pool: &Pool, h: Held) {
 #[test]
 fn threads_on_a_nearly_full_pool_keep_every_byte_and_slot() {
     let config = Config::new()
-        .slot_size(SLOT)
-        .segment_slots(SEGMENT)
-        .areas(4);
+        .with_slot_size(SLOT)
+        .with_segment_slots(SEGMENT)
+        .with_areas(4);
     let pool = Pool::allocate(SLOTS * SLOT, config).expect("pool");
     assert_eq!(pool.stats().total_slots, SLOTS);
     assert_eq!(pool.areas(), 4);

@@ -187,12 +187,12 @@ impl Expect {
 
 fn config_of(case: &ConfigCase) -> Config {
     let mut config = Config::new()
-        .slot_size(case.slot_size.get())
-        .segment_slots(case.segment_slots.get())
-        .page_size(case.page_size.get())
-        .scrub_on_release(case.scrub);
+        .with_slot_size(case.slot_size.get())
+        .with_segment_slots(case.segment_slots.get())
+        .with_page_size(case.page_size.get())
+        .with_scrub_on_release(case.scrub);
     if let Some(areas) = case.areas {
-        config = config.areas(areas.get());
+        config = config.with_areas(areas.get());
     }
     config
 }

@@ -174,8 +174,8 @@ impl Pool {
         // `calloc`, whose large blocks are fresh zero pages, where a large alignment would
         // make the allocator zero (and so touch and commit) every page up front.
         let align = config
-            .get_page_size()
-            .max(config.get_slot_size() * config.get_segment_slots());
+            .page_size()
+            .max(config.slot_size() * config.segment_slots());
         let oom = ConfigError::OutOfMemory(size);
         let layout = size
             .checked_add(align)
@@ -240,7 +240,7 @@ impl<R: RawMutex> Pool<R> {
         zeroed: bool,
     ) -> Result<Self, ConfigError> {
         let want_areas = config.check()?;
-        let slot = config.get_slot_size();
+        let slot = config.slot_size();
         let wraps = ConfigError::Wraps { size, dma_base };
         if cpu.as_ptr().addr().checked_add(size).is_none() {
             return Err(wraps);
@@ -264,7 +264,7 @@ impl<R: RawMutex> Pool<R> {
         let cpu = unsafe { NonNull::new_unchecked(cpu.as_ptr().add(skip)) };
 
         let slot_shift = slot.trailing_zeros();
-        let seg = config.get_segment_slots() as u64;
+        let seg = config.segment_slots() as u64;
         let origin = dma >> slot_shift;
         let first_segment = origin / seg;
         let segments = ((origin + slots_total as u64 - 1) / seg - first_segment + 1) as usize;
@@ -309,9 +309,9 @@ impl<R: RawMutex> Pool<R> {
             slots_total,
             segment_slots: seg as usize,
             segment_shift: seg.trailing_zeros(),
-            page_size: config.get_page_size(),
-            scrub: config.scrubs(),
-            hint: config.hint(),
+            page_size: config.page_size(),
+            scrub: config.scrub_on_release(),
+            hint: config.area_hint(),
             id: crate::sync::next_pool_id(),
             areas: areas.into_boxed_slice(),
             segment_area: segment_area.into_boxed_slice(),

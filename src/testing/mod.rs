@@ -85,10 +85,10 @@ impl HarnessConfig {
 
     fn config(&self) -> Config {
         Config::new()
-            .slot_size(self.slot_size())
-            .segment_slots(1 << self.segment_shift)
-            .areas(1 << self.areas_shift)
-            .scrub_on_release(self.scrub)
+            .with_slot_size(self.slot_size())
+            .with_segment_slots(1 << self.segment_shift)
+            .with_areas(1 << self.areas_shift)
+            .with_scrub_on_release(self.scrub)
     }
 }
 

@@ -11,10 +11,10 @@ fn page_pool() -> TestPool {
     TestPool::new(
         8,
         Config::new()
-            .slot_size(4096)
-            .segment_slots(2)
-            .areas(2)
-            .area_hint(super::hinted_area),
+            .with_slot_size(4096)
+            .with_segment_slots(2)
+            .with_areas(2)
+            .with_area_hint(super::hinted_area),
     )
 }
 

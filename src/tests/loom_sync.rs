@@ -22,7 +22,7 @@ use loom::thread;
 #[test]
 fn sync_racing_unmap_of_another_mapping() {
     run_model("sync_racing_unmap_of_another_mapping", || {
-        let pool = Arc::new(TestPool::new(16, tiny_config().scrub_on_release(true)));
+        let pool = Arc::new(TestPool::new(16, tiny_config().with_scrub_on_release(true)));
         in_area(0);
         let m_len = 3 * SLOT - 16;
         let m = Mapping::map_buffer(

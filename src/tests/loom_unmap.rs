@@ -92,7 +92,7 @@ fn racing_double_unmap_frees_once() {
 #[test]
 fn racing_double_unmap_with_scrub_zeroes_no_new_owner() {
     run_model("racing_double_unmap_with_scrub_zeroes_no_new_owner", || {
-        let pool = Arc::new(TestPool::new(8, tiny_config().scrub_on_release(true)));
+        let pool = Arc::new(TestPool::new(8, tiny_config().with_scrub_on_release(true)));
         // Area 0: `m` in slots 0-1, a filler in 2-3; area 1 full. A new 2-slot mapping can
         // only go where `m` was.
         in_area(0);

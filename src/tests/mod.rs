@@ -71,10 +71,10 @@ pub(super) fn run_model(name: &'static str, f: impl Fn() + Sync + Send + 'static
 /// model thread's own area hint.
 pub(super) fn tiny_config() -> Config {
     Config::new()
-        .slot_size(SLOT)
-        .segment_slots(SEGMENT)
-        .areas(2)
-        .area_hint(hinted_area)
+        .with_slot_size(SLOT)
+        .with_segment_slots(SEGMENT)
+        .with_areas(2)
+        .with_area_hint(hinted_area)
 }
 
 // === impl TestPool ===
@@ -90,7 +90,7 @@ pub(super) struct TestPool {
 impl TestPool {
     /// A pool of `slots` slots of `config`'s slot size.
     pub(super) fn new(slots: usize, config: Config) -> Self {
-        let size = slots * config.get_slot_size();
+        let size = slots * config.slot_size();
         let layout = Layout::from_size_align(size, 1 << 16).expect("test pool layout");
         // SAFETY: the layout has a non-zero size (every test pool has slots).
         let mem = unsafe { alloc_zeroed(layout) };

@@ -7,7 +7,7 @@ use swiotlb::{Attrs, Config, Constraints, Direction, DmaAddr, Pool, Stats};
 
 /// A pool of `slots` 2 KiB slots with one area (so placement is deterministic).
 pub fn pool(slots: usize) -> Pool {
-    Pool::allocate(slots * 2048, Config::new().areas(1)).expect("pool")
+    Pool::allocate(slots * 2048, Config::new().with_areas(1)).expect("pool")
 }
 
 /// An original buffer of `len` bytes whose address has low 16 bits `low`, filled with a

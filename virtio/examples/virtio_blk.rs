@@ -66,7 +66,7 @@ fn main() -> Result {
         .transpose()?
         .unwrap_or(64);
     // One area: the high-water mark is then exact.
-    let region = DmaRegion::leak(POOL_BYTES, POOL_DMA, Config::new().areas(1))?;
+    let region = DmaRegion::leak(POOL_BYTES, POOL_DMA, Config::new().with_areas(1))?;
     let pool = region.pool();
     BlkPool::register(pool, HalOptions::new())?;
     println!(

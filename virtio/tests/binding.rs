@@ -148,7 +148,7 @@ fn two_pools_for_two_devices() {
     bind_pool!(First);
     bind_pool!(Second);
     let a = region(256 << 10);
-    let b = DmaRegion::leak(256 << 10, 0x7f_0000_0000, Config::new().areas(1)).unwrap();
+    let b = DmaRegion::leak(256 << 10, 0x7f_0000_0000, Config::new().with_areas(1)).unwrap();
     First::register(a.pool(), HalOptions::new()).unwrap();
     Second::register(b.pool(), HalOptions::new()).unwrap();
     let (ta, da) = TransportBuilder::new(BlockDevice::new(64), a).build();

@@ -9,7 +9,7 @@ use swiotlb_virtio::virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
 use swiotlb_virtio::{bind_pool, map_sg, HalOptions, PoolBinding, SgBuf, SwiotlbHal};
 
 fn pool() -> Pool {
-    Pool::allocate(64 * 1024, Config::new().slot_size(512).areas(1)).expect("pool")
+    Pool::allocate(64 * 1024, Config::new().with_slot_size(512).with_areas(1)).expect("pool")
 }
 
 /// The pool of the `Hal` test: a binding needs a `&'static Pool`, and one held by a static

@@ -361,7 +361,10 @@ fn sg_bidirectional_buffer_is_writable_and_copied_back() {
 fn sg_indirect_table_refuses_indices_past_16_bits() {
     // 128-byte slots and 2 MiB segments: one slot per byte-long segment, and room for a
     // table past the limit, so only the index check can refuse it (not the pool).
-    let config = Config::new().slot_size(128).segment_slots(1 << 14).areas(1);
+    let config = Config::new()
+        .with_slot_size(128)
+        .with_segment_slots(1 << 14)
+        .with_areas(1);
     let pool = Pool::allocate(16 << 20, config).unwrap();
     let bytes = pattern(65_537, 9);
 

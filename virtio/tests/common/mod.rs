@@ -16,7 +16,7 @@ pub const DMA_BASE: u64 = 0x40_0000_0000;
 
 /// A leaked region of `size` bytes at [`DMA_BASE`] with one area (figures are exact).
 pub fn region(size: usize) -> &'static DmaRegion {
-    DmaRegion::leak(size, DMA_BASE, Config::new().areas(1)).expect("test region")
+    DmaRegion::leak(size, DMA_BASE, Config::new().with_areas(1)).expect("test region")
 }
 
 /// The check every test ends with: no slot of the pool is still in use.
