@@ -22,7 +22,7 @@ use crate::area::Area;
 use crate::config::Config;
 use crate::error::{ConfigError, LookupError};
 use crate::request::{Direction, DmaAddr};
-use crate::slot::{Head, Slots, Use};
+use crate::slot::{Head, Slots, Tag, Use};
 use crate::sync::{AtomicUsize, DefaultRawMutex};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -427,6 +427,29 @@ impl<R: RawMutex> Pool<R> {
             return Err(not_mapped);
         }
         Ok(Found { area, head, start })
+    }
+
+    /// The live run of use `use_` whose data starts at `dma` and is `len` bytes long, found
+    /// with one comparison of the tag (which holds the use and the data's offset in the
+    /// slot) and one of the length. `None` does not say what is wrong: the callers ask
+    /// [`find`](Self::find) then.
+    #[inline(always)]
+    pub(super) fn find_exact(&self, dma: DmaAddr, len: usize, use_: Use) -> Option<Found<'_, R>> {
+        let off = dma.wrapping_sub(self.dma);
+        let slot = off >> self.slot_shift;
+        if slot >= self.slots_total as u64 {
+            return None;
+        }
+        let slot = slot as usize;
+        let offset = off as usize & ((1 << self.slot_shift) - 1);
+        let area = self.area_of(slot);
+        let tag = Tag::Head { use_, offset }.encode();
+        let head = area.slots.head_if(slot, tag, len)?;
+        Some(Found {
+            area,
+            head,
+            start: dma,
+        })
     }
 
     /// The live mapping or coherent allocation whose data holds `dma`, if any. Changes

@@ -333,7 +333,7 @@ impl<R: RawMutex> Pool<R> {
         let Found { area, head, .. } = found;
         let data_slots = self.slots_for(head.offset + head.len);
         let mut guard = area.lock();
-        if area.slots.head_of(head.slot).as_ref() != Some(head) {
+        if !area.slots.still(head) {
             return Err(LookupError::NotMapped { dma });
         }
         let pad = area.slots.pad_before(head.slot, area.first);

@@ -136,7 +136,25 @@ impl<R: RawMutex> Pool<R> {
 
     /// The live run that starts at `dma`, is `len` bytes long, and is a coherent
     /// allocation or a streaming mapping as `coherent` says.
+    #[inline]
     pub(super) fn find_whole(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        coherent: bool,
+    ) -> Result<Found<'_, R>, LookupError> {
+        if coherent {
+            if let Some(found) = self.find_exact(dma, len, Use::Coherent) {
+                return Ok(found);
+            }
+        }
+        self.find_whole_slow(dma, len, coherent)
+    }
+
+    /// [`find_whole`](Self::find_whole) the long way, which tells what is wrong.
+    #[cold]
+    #[inline(never)]
+    fn find_whole_slow(
         &self,
         dma: DmaAddr,
         len: usize,
@@ -162,13 +180,29 @@ impl<R: RawMutex> Pool<R> {
 
     /// The live streaming mapping that starts at `dma`, is `len` bytes long and was mapped
     /// in direction `dir`.
+    #[inline(always)]
     fn find_mapping(
         &self,
         dma: DmaAddr,
         len: usize,
         dir: Direction,
     ) -> Result<Found<'_, R>, LookupError> {
-        let found = self.find_whole(dma, len, false)?;
+        match self.find_exact(dma, len, Use::Stream(dir)) {
+            Some(found) => Ok(found),
+            None => self.find_mapping_slow(dma, len, dir),
+        }
+    }
+
+    /// [`find_mapping`](Self::find_mapping) the long way, which tells what is wrong.
+    #[cold]
+    #[inline(never)]
+    fn find_mapping_slow(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        dir: Direction,
+    ) -> Result<Found<'_, R>, LookupError> {
+        let found = self.find_whole_slow(dma, len, false)?;
         match found.head.use_ {
             Use::Stream(mapped) if mapped != dir => Err(LookupError::DirectionMismatch {
                 dma,
