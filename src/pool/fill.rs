@@ -79,6 +79,16 @@ impl<R: RawMutex> Pool<R> {
     ) {
         let shift = self.slot_shift;
         let size = 1usize << shift;
+        debug_assert!(count > 0 && !data.is_empty());
+        debug_assert!(start << shift <= data.start && data.end <= (start + count) << shift);
+        if prepare != Prepare::ZeroAll && data.start == start << shift {
+            // The data starts the run (no padding, no offset: every mapping without
+            // `min_align_mask`), and so ends in its last slot: every slot before that is all
+            // data, and only the last can have dirty bytes past the data.
+            // SAFETY: the caller's promise, passed on.
+            unsafe { self.prepare_from_start(area, start, count, data.len(), prepare) };
+            return;
+        }
         let mut zeroes = Zeroes {
             pool: self,
             pending: 0..0,
@@ -107,6 +117,41 @@ impl<R: RawMutex> Pool<R> {
             zeroes.add(data);
         }
         zeroes.flush();
+    }
+
+    /// [`prepare_run`](Self::prepare_run) of a run whose `len` bytes of data start at its
+    /// first byte.
+    ///
+    /// # Safety
+    ///
+    /// As [`prepare_run`](Self::prepare_run).
+    #[inline(always)]
+    unsafe fn prepare_from_start(
+        &self,
+        area: &Area<R>,
+        start: usize,
+        count: usize,
+        len: usize,
+        prepare: Prepare,
+    ) {
+        let shift = self.slot_shift;
+        let last = start + count - 1;
+        for slot in start..last {
+            area.slots.set_dirty(slot, 1 << shift, shift);
+        }
+        // The data's part of the last slot, and what may be dirty past it.
+        let tail = len - ((count - 1) << shift);
+        let dirty = area.slots.dirty(last, shift);
+        area.slots.set_dirty(last, tail, shift);
+        let base = last << shift;
+        let zero = match prepare {
+            Prepare::ZeroData => (start << shift)..base + tail.max(dirty),
+            _ => base + tail..base + tail.max(dirty),
+        };
+        if !zero.is_empty() {
+            // SAFETY: inside the run, which the caller owns.
+            unsafe { fill_shared(self.cpu_at(zero.start), 0, zero.len()) };
+        }
     }
 
     /// Zeroes the whole run of `count` slots from pool slot `start` (what a device wrote

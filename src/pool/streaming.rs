@@ -14,7 +14,7 @@
 //! `virtio-drivers` does before `Hal::unshare`) must give that pointer instead, through
 //! the `_into` / `_from` variants, which also check that it is the mapping's buffer.
 
-use super::placement::Reserved;
+use super::placement::{NewHead, Request, Reserved};
 use super::{Found, Pool, Prepare};
 use crate::error::{LookupError, MapError};
 use crate::request::{Attrs, Constraints, Direction, DmaAddr, Fill};
@@ -94,29 +94,101 @@ impl<R: RawMutex> Pool<R> {
         constraints: &Constraints,
         attrs: Attrs,
     ) -> Result<DmaAddr, MapError> {
+        // The common case first: a buffer with no constraint beyond what every mapping gets,
+        // and room in the caller's own area. Kept apart from the general path, which repeats
+        // it from the start when it declines (having changed nothing), so that it is small
+        // enough to stay in registers.
+        let orig = buf.cast::<u8>().as_ptr();
+        let len = buf.len();
+        if self.plain_buffer(orig.addr(), len) {
+            if let Some(req) = self.unconstrained_request(len, constraints) {
+                let head = NewHead {
+                    use_: Use::Stream(dir),
+                    len,
+                    orig,
+                };
+                if let Some(reserved) = self.reserve_here(&req, head) {
+                    // SAFETY: the caller's promise, passed on; the buffer was checked, and
+                    // the run reserved for it.
+                    return Ok(unsafe { self.fill_mapping(reserved, &req, head, dir, attrs) });
+                }
+            }
+        }
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.map_any(buf, dir, constraints, attrs) }
+    }
+
+    /// Whether a buffer at CPU address `addr` of `len` bytes can be mapped at all: not
+    /// empty, not wrapping the address space, outside the pool.
+    #[inline(always)]
+    fn plain_buffer(&self, addr: usize, len: usize) -> bool {
+        let pool = self.cpu.as_ptr().addr();
+        match addr.checked_add(len) {
+            Some(end) => {
+                len != 0 && (addr >= pool + (self.slots_total << self.slot_shift) || end <= pool)
+            }
+            None => false,
+        }
+    }
+
+    /// [`map_attrs`](Self::map_attrs) for any buffer and constraints, with every check and
+    /// error.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[inline(never)]
+    unsafe fn map_any(
+        &self,
+        buf: NonNull<[u8]>,
+        dir: Direction,
+        constraints: &Constraints,
+        attrs: Attrs,
+    ) -> Result<DmaAddr, MapError> {
         let len = buf.len();
         if len == 0 {
             return Err(MapError::ZeroLength);
         }
         let orig = buf.cast::<u8>().as_ptr();
         let addr = orig.addr();
-        let end = addr
-            .checked_add(len)
-            .ok_or(MapError::BufferWraps { addr, len })?;
-        let pool = self.cpu.as_ptr().addr();
-        if addr < pool + (self.slots_total << self.slot_shift) && end > pool {
+        if addr.checked_add(len).is_none() {
+            return Err(MapError::BufferWraps { addr, len });
+        }
+        if !self.plain_buffer(addr, len) {
             return Err(MapError::BufferInPool { addr, len });
         }
         let req = self.stream_request(addr, len, constraints)?;
-        let Reserved { area, start } = self.reserve(&req, |slot| Head {
-            slot,
+        let head = NewHead {
             use_: Use::Stream(dir),
-            offset: req.offset,
             len,
             orig,
-        })?;
-        let head = start + req.pad;
-        let at = (head << self.slot_shift) + req.offset;
+        };
+        let reserved = self.reserve(&req, head)?;
+        // SAFETY: the caller's promise, passed on; the buffer was checked, and the run
+        // reserved for it.
+        Ok(unsafe { self.fill_mapping(reserved, &req, head, dir, attrs) })
+    }
+
+    /// Fills the run just reserved for a new mapping (its data copied in or zeroed, the
+    /// rest of its slots clean) and returns the mapping's device address.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map) for the original `head` describes, which is not empty and lies
+    /// outside the pool; `reserved` is the run reserved for it with `req`.
+    #[inline(always)]
+    unsafe fn fill_mapping(
+        &self,
+        reserved: Reserved<'_, R>,
+        req: &Request,
+        head: NewHead,
+        dir: Direction,
+        attrs: Attrs,
+    ) -> DmaAddr {
+        let Reserved { area, start } = reserved;
+        let len = head.len;
+        let head_slot = start + req.pad;
+        let at = (head_slot << self.slot_shift) + req.offset;
         let zero = dir == Direction::FromDevice && attrs.fill == Fill::Zero;
         let prepare = if zero {
             Prepare::ZeroData
@@ -127,11 +199,11 @@ impl<R: RawMutex> Pool<R> {
         // its address) and holds `offset + len` bytes from the head slot, inside the pool.
         unsafe { self.prepare_run(area, start, req.placement.slots, at..at + len, prepare) };
         if !zero {
-            // SAFETY: `buf` is readable (caller's promise) and does not overlap the pool
-            // (checked above); `at..at + len` is this mapping's data, inside the pool.
-            unsafe { copy_to_shared(self.cpu_at(at), orig, len) };
+            // SAFETY: the original is readable (caller's promise) and does not overlap the
+            // pool; `at..at + len` is this mapping's data, inside the pool.
+            unsafe { copy_to_shared(self.cpu_at(at), head.orig, len) };
         }
-        Ok(self.slot_dma(head) + req.offset as u64)
+        self.slot_dma(head_slot) + req.offset as u64
     }
 
     /// The live run that starts at `dma`, is `len` bytes long, and is a coherent
