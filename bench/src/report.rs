@@ -58,13 +58,14 @@ const GROUPS: [(&str, &str); 7] = [
 const REFERENCES: [&str; 2] = ["memcpy", "private_pools"];
 
 /// Columns in this order; anything else after them.
-const ORDER: [&str; 7] = [
+const ORDER: [&str; 8] = [
     "swiotlb",
     "memcpy",
     "private_pools",
+    "pvmfw",
+    "buddy",
     "linux_style",
     "linux_areas",
-    "buddy",
     "mutex_bitmap",
 ];
 
