@@ -35,6 +35,7 @@ pub mod bitmap;
 pub mod buddy;
 pub mod fill;
 pub mod fragmentation;
+pub mod histogram;
 pub mod linux;
 pub mod mix;
 pub mod ours;
@@ -177,6 +178,15 @@ impl Kind {
             Kind::Buddy => "buddy",
             Kind::Pvmfw => "pvmfw",
             Kind::MutexBitmap => "mutex_bitmap",
+        }
+    }
+
+    /// The smallest pool [`build`](Self::build) accepts: whole segments for the
+    /// Linux-style kinds, a page for the others.
+    pub const fn min_pool_size(self) -> usize {
+        match self {
+            Kind::LinuxStyle | Kind::LinuxAreas => SLOT_SIZE * SEGMENT_SLOTS,
+            _ => PAGE_SIZE,
         }
     }
 
