@@ -387,6 +387,22 @@ impl Buffer {
     }
 }
 
+/// A byte count as people write it: `4096` -> "4 KiB", `3000` -> "2.9 KiB", `100` -> "100 B".
+pub fn size_text(bytes: usize) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    if bytes >= 1 << 20 {
+        return format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    }
+    if bytes >= 1 << 10 {
+        return format!("{:.1} KiB", bytes as f64 / 1024.0);
+    }
+    format!("{bytes} B")
+}
+
 /// Copies `len` bytes from `src` to `dst`.
 ///
 /// # Safety

@@ -67,7 +67,7 @@ Examples:
 /// Map/unmap latency and throughput of the swiotlb bounce pool, beside the plain copies of
 /// the same workload and the pools it replaces (pvmfw-style, buddy, Linux-style, bitmap).
 #[derive(Parser, Debug)]
-#[command(version, about, after_help = AFTER_HELP)]
+#[command(version, after_help = AFTER_HELP, allow_negative_numbers = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -233,16 +233,20 @@ pub fn min_pool_size(cfg: &RunConfig) -> (usize, String) {
     if kind_min > per_threads {
         (
             kind_min,
-            format!("{} pools are whole {kind_min}-byte segments", cfg.subject),
+            format!(
+                "{} pools are whole segments of {}",
+                cfg.subject,
+                crate::size_text(kind_min)
+            ),
         )
     } else {
         (
             per_threads,
             format!(
-                "{} thread{} with room for two {}-byte mappings each",
+                "{} thread{}, each with room for two mappings of {}",
                 cfg.threads,
                 if cfg.threads == 1 { "" } else { "s" },
-                rounded
+                crate::size_text(rounded)
             ),
         )
     }

@@ -80,21 +80,7 @@ impl Table {
     }
 }
 
-/// `4096` -> "4 KiB", `3000` -> "2.9 KiB".
-pub(crate) fn size_text(bytes: usize) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return format!("{} {unit}", bytes >> shift);
-        }
-    }
-    if bytes >= 1 << 20 {
-        return format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64);
-    }
-    if bytes >= 1 << 10 {
-        return format!("{:.1} KiB", bytes as f64 / 1024.0);
-    }
-    format!("{bytes} B")
-}
+pub(crate) use swiotlb_bench::size_text;
 
 /// `33.3` -> "33.3 ns", `1250.0` -> "1.25 µs", three significant figures or so.
 pub(crate) fn time_text(ns: f64) -> String {
