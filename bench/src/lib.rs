@@ -390,7 +390,7 @@ impl Buffer {
 /// A byte count as people write it: `4096` -> "4 KiB", `3000` -> "2.9 KiB", `100` -> "100 B".
 pub fn size_text(bytes: usize) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{} {unit}", bytes >> shift);
         }
     }

@@ -49,7 +49,7 @@ impl<T> SpinLock<T> {
             while self.locked.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
                 spins += 1;
-                if spins % SPINS_PER_YIELD == 0 {
+                if spins.is_multiple_of(SPINS_PER_YIELD) {
                     std::thread::yield_now();
                 }
             }
