@@ -58,22 +58,49 @@ const GROUPS: [(&str, &str); 7] = [
 const REFERENCES: [&str; 2] = ["memcpy", "private_pools"];
 
 /// Columns in this order; anything else after them.
-const ORDER: [&str; 7] = [
+const ORDER: [&str; 8] = [
     "swiotlb",
     "memcpy",
     "private_pools",
+    "pvmfw",
+    "buddy",
     "linux_style",
     "linux_areas",
-    "buddy",
     "mutex_bitmap",
 ];
 
-pub(crate) fn print(dir: &Path) -> Result<(), String> {
+/// Where criterion writes without being told: `target/criterion` of the folder the tool
+/// runs in, or of the target folder this executable was built in (`target/release/..`).
+fn default_dir() -> PathBuf {
+    let here = PathBuf::from("target/criterion");
+    if here.is_dir() {
+        return here;
+    }
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("criterion")));
+    match beside_exe {
+        Some(d) if d.is_dir() => d,
+        _ => here,
+    }
+}
+
+const RUN_FIRST: &str =
+    "run `cargo bench --bench main` first (about 10 minutes), or name the folder: swiotlb-bench report DIR";
+
+pub(crate) fn print(dir: Option<&Path>) -> Result<(), String> {
+    let dir = dir.map_or_else(default_dir, Path::to_path_buf);
+    if !dir.is_dir() {
+        return Err(format!(
+            "no criterion results: {} is not a folder; {RUN_FIRST}",
+            dir.display()
+        ));
+    }
     let mut files = Vec::new();
-    find(dir, &mut files).map_err(|e| format!("{}: {e}", dir.display()))?;
+    find(&dir, &mut files).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     if files.is_empty() {
         return Err(format!(
-            "no criterion results under {} (run `cargo bench` first)",
+            "no criterion results under {}; {RUN_FIRST}",
             dir.display()
         ));
     }
