@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 N="${N:-10000}"
 scenarios=("$@")
 if [ ${#scenarios[@]} -eq 0 ]; then
-    scenarios=(pair64 todevice4k todevice64k fromdevice4k bidi4k_qd16 memcpy4k)
+    scenarios=(pair64 todevice4k todevice64k fromdevice4k bidi4k_qd16 mix mix_zero memcpy4k)
 fi
 cargo build --quiet --profile bench --example hot_path
 bin=target/release/examples/hot_path

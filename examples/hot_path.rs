@@ -19,6 +19,12 @@
 //! | `todevice64k`     | 64 KiB ToDevice map and unmap                                      |
 //! | `fromdevice4k`    | 4 KiB FromDevice map with `Fill::Zero` and unmap (one copy back)   |
 //! | `bidi4k_qd16`     | 4 KiB Bidirectional, 16 in flight: unmap the oldest, map the next  |
+//! | `mix`             | the virtio mix of `swiotlb-bench` (64 B-256 KiB, half ToDevice, half FromDevice copied in), 32 in flight: unmap the oldest (copying FromDevice back), map the next |
+//! | `mix_zero`        | the same with FromDevice buffers zero-filled (`Fill::Zero`)        |
+//! | `mix_pvmfw`       | `mix` on `swiotlb-bench`'s pvmfw-style baseline (no copy in for FromDevice) |
+//! | `mix_buddy`       | `mix` on its `buddy` baseline (pvmfw's allocator, Linux's copies)  |
+//! | `full90`          | 64-byte ToDevice pair in a 64 MiB pool kept 90% full of the boot mix (as the `pool_90pct_full` group) |
+//! | `half4m`, `half1g`| the same in a 4 MiB / 1 GiB pool kept half full (as the `pool_size` group) |
 //! | `memcpy4k`        | one `copy_nonoverlapping` of 4 KiB (the floor of `todevice4k`)     |
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
@@ -112,6 +118,107 @@ fn main() -> Result<(), String> {
                 unsafe { pool.unmap_into(dma, ptrs[k], dir, Attrs::NONE) }.expect("unmap");
             }
             drop(bufs);
+        }
+        "mix" | "mix_zero" => {
+            const DEPTH: usize = 32;
+            let fill = if scenario == "mix" {
+                Attrs::NONE
+            } else {
+                Attrs::ZERO_FILL
+            };
+            let requests = swiotlb_bench::mix::virtio_requests(1, 4099);
+            let mut bufs: Vec<Vec<u8>> = (0..DEPTH).map(|_| vec![7u8; 256 << 10]).collect();
+            let ptrs: Vec<NonNull<u8>> =
+                bufs.iter_mut().map(|b| NonNull::from(&mut b[0])).collect();
+            let mut flight = VecDeque::with_capacity(DEPTH);
+            let mut next = 0;
+            let mut map = |k: usize, flight: &mut VecDeque<_>| {
+                let (len, dir) = requests[next % requests.len()];
+                next += 1;
+                let b = NonNull::slice_from_raw_parts(ptrs[k], len);
+                // SAFETY: buffer `k` is mapped once at a time (it is unmapped before it is
+                // mapped again) and outlives every mapping.
+                let dma = unsafe { pool.map_attrs(black_box(b), dir, &Constraints::NONE, fill) }
+                    .expect("map");
+                flight.push_back((dma, b, dir, k));
+            };
+            for k in 0..DEPTH {
+                map(k, &mut flight);
+            }
+            for _ in 0..iters {
+                let (dma, b, dir, k) = flight.pop_front().expect("in flight");
+                // SAFETY: `dma` is the live mapping of `b`.
+                unsafe { pool.unmap_into(black_box(dma), b, dir, Attrs::NONE) }.expect("unmap");
+                map(k, &mut flight);
+            }
+            for (dma, b, dir, _) in flight {
+                // SAFETY: as above.
+                unsafe { pool.unmap_into(dma, b, dir, Attrs::NONE) }.expect("unmap");
+            }
+            drop(bufs);
+        }
+        "mix_pvmfw" | "mix_buddy" => {
+            use swiotlb_bench::{Bounce, Buffer, Kind};
+            const DEPTH: usize = 32;
+            let kind = if scenario == "mix_pvmfw" {
+                Kind::Pvmfw
+            } else {
+                Kind::Buddy
+            };
+            let base = kind.build(64 << 20)?;
+            let requests = swiotlb_bench::mix::virtio_requests(1, 4099);
+            let mut bufs: Vec<Buffer> = (0..DEPTH)
+                .map(|_| Buffer::new(256 << 10, 7))
+                .collect::<Result<_, _>>()?;
+            let ptrs: Vec<NonNull<u8>> = bufs
+                .iter_mut()
+                .map(|b| b.slice(256 << 10).cast::<u8>())
+                .collect();
+            let mut flight = VecDeque::with_capacity(DEPTH);
+            let mut next = 0;
+            let mut map = |k: usize, flight: &mut VecDeque<_>| {
+                let (len, dir) = requests[next % requests.len()];
+                next += 1;
+                let b = NonNull::slice_from_raw_parts(ptrs[k], len);
+                // SAFETY: as in `mix`.
+                let dma = unsafe { base.map(black_box(b), dir) }.expect("map");
+                flight.push_back((dma, b, dir, k));
+            };
+            for k in 0..DEPTH {
+                map(k, &mut flight);
+            }
+            for _ in 0..iters {
+                let (dma, b, dir, k) = flight.pop_front().expect("in flight");
+                // SAFETY: `dma` is the live mapping of `b`.
+                unsafe { base.unmap(black_box(dma), b, dir, false) }.expect("unmap");
+                map(k, &mut flight);
+            }
+            for (dma, b, dir, _) in flight {
+                // SAFETY: as above.
+                unsafe { base.unmap(dma, b, dir, false) }.expect("unmap");
+            }
+            drop(bufs);
+        }
+        "full90" | "half4m" | "half1g" => {
+            use swiotlb_bench::{fill::Filler, ours::Ours, Bounce};
+            let (size, fraction) = match scenario {
+                "full90" => (64 << 20, 0.9),
+                "half4m" => (4 << 20, 0.5),
+                _ => (1 << 30, 0.5),
+            };
+            let ours = Ours::new(size)?;
+            let mut held = Filler::new();
+            held.prepare(&ours, fraction, (fraction * 100.0) as u64)
+                .map_err(|e| e.to_string())?;
+            let b = buf(64, &mut src);
+            for _ in 0..iters {
+                // SAFETY: as in `pair`.
+                let dma = unsafe { ours.map(black_box(b), Direction::ToDevice) }.expect("map");
+                // SAFETY: the live mapping of `b` made just above.
+                unsafe { ours.unmap(black_box(dma), b, Direction::ToDevice, false) }
+                    .expect("unmap");
+            }
+            held.release(&ours).map_err(|e| e.to_string())?;
         }
         "memcpy4k" => {
             for _ in 0..iters {

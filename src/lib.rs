@@ -63,6 +63,7 @@ extern crate std;
 
 mod api;
 mod area;
+mod cache;
 mod config;
 mod error;
 pub mod implementation;

@@ -435,7 +435,9 @@ impl<R: RawMutex> Pool<R> {
             unsafe { self.scrub_run(area, start, pad + data_slots) };
             guard = area.lock();
         }
-        guard.give(start, pad + data_slots);
+        // Streaming runs wait in the area's cache for the next mapping of their size;
+        // coherent ones (rings, rare and long-lived) go straight back.
+        guard.give(start, pad + data_slots, head.use_ != Use::Coherent);
         Ok(())
     }
 }
