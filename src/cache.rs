@@ -75,7 +75,9 @@ impl RunCache {
             return None;
         }
         let oldest = class.runs[0];
-        class.runs.copy_within(1.., 0);
+        for j in 0..WAYS - 1 {
+            class.runs[j] = class.runs[j + 1];
+        }
         class.runs[WAYS - 1] = run;
         Some(oldest)
     }
@@ -86,10 +88,13 @@ impl RunCache {
     pub(crate) fn take(&mut self, slots: usize, fits: impl Fn(usize) -> bool) -> Option<Run> {
         let class = self.classes.get_mut(class(slots))?;
         let len = class.len as usize;
-        for i in (0..len).rev() {
+        for i in (0..len.min(WAYS)).rev() {
             let run = class.runs[i];
             if run.slots as usize >= slots && fits(run.start as usize) {
-                class.runs.copy_within(i + 1..len, i);
+                // Close the gap (nothing to move when the newest is taken, the usual case).
+                for j in i..len - 1 {
+                    class.runs[j] = class.runs[j + 1];
+                }
                 class.len -= 1;
                 self.held -= 1;
                 return Some(run);
