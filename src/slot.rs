@@ -60,6 +60,19 @@ const DIRTY_UNITS_SHIFT: u32 = 7;
 /// Largest segment the tag's distance field can describe.
 pub(crate) const MAX_SEGMENT_SLOTS: usize = 1 << 14;
 
+/// log2 of the granule, in bytes, that the dirty prefixes of slots of `1 << slot_shift`
+/// bytes are counted in.
+pub(crate) const fn dirty_shift(slot_shift: u32) -> u32 {
+    slot_shift.saturating_sub(DIRTY_UNITS_SHIFT)
+}
+
+/// Granules of `1 << shift` bytes that `bytes` bytes take (a dirty prefix, at most a slot:
+/// 128 at most, so it fits a `u8`).
+#[inline(always)]
+pub(crate) fn dirty_units(bytes: usize, shift: u32) -> u8 {
+    ((bytes + (1 << shift) - 1) >> shift) as u8
+}
+
 const KIND_SHIFT: u32 = 14;
 const KIND_FREE: u16 = 0;
 const KIND_PAD: u16 = 1;
@@ -246,30 +259,43 @@ impl Slots {
         self.cells(slot).tag.load(Ordering::Relaxed)
     }
 
+    /// Area index of pool slots `start..start + count`, which must be this area's (checked
+    /// once for the whole run).
     #[inline(always)]
-    fn set_tag(&self, slot: usize, tag: Tag) {
-        self.cells(slot).tag.store(tag.encode(), Ordering::Relaxed);
+    fn run_index(&self, start: usize, count: usize) -> usize {
+        let i = start.wrapping_sub(self.first);
+        assert!(
+            i < self.count && count <= self.count - i,
+            "run outside its area"
+        );
+        i
     }
 
     /// Records a new run: `pad` padding slots from `start`, then the head, then body slots
     /// up to `start + count`. The caller holds the area lock and has just reserved the run.
     #[inline(always)]
     pub(crate) fn write_run(&self, start: usize, count: usize, pad: usize, head: Head) {
-        debug_assert!(pad < count && start >= self.first);
-        debug_assert!(start + count <= self.first + self.count);
+        debug_assert!(pad < count);
         debug_assert_eq!(head.slot, start + pad);
-        if pad != 0 {
-            for slot in start..start + pad {
-                self.set_tag(slot, Tag::Pad);
-            }
+        let i = self.run_index(start, count);
+        // SAFETY: `i + count` is at most the arrays' length (`run_index`), and `pad < count`.
+        let (tags, h) = unsafe { (self.tag.get_unchecked(i..i + count), i + pad) };
+        // SAFETY: as above, `h < i + count`.
+        unsafe {
+            self.orig
+                .get_unchecked(h)
+                .store(head.orig, Ordering::Relaxed);
+            self.len
+                .get_unchecked(h)
+                .store(head.len as u32, Ordering::Relaxed);
         }
-        let cells = self.cells(head.slot);
-        cells.orig.store(head.orig, Ordering::Relaxed);
-        cells.len.store(head.len as u32, Ordering::Relaxed);
-        cells.tag.store(head.tag(), Ordering::Relaxed);
-        if count > pad + 1 {
-            for (back, slot) in (head.slot + 1..start + count).enumerate() {
-                self.set_tag(slot, Tag::Body { back: back + 1 });
+        tags[pad].store(head.tag(), Ordering::Relaxed);
+        if count > 1 {
+            for tag in &tags[..pad] {
+                tag.store(Tag::Pad.encode(), Ordering::Relaxed);
+            }
+            for (back, tag) in tags[pad + 1..].iter().enumerate() {
+                tag.store(Tag::Body { back: back + 1 }.encode(), Ordering::Relaxed);
             }
         }
     }
@@ -277,9 +303,25 @@ impl Slots {
     /// Marks `start..start + count` free again. The caller holds the area lock.
     #[inline(always)]
     pub(crate) fn clear_run(&self, start: usize, count: usize) {
-        for slot in start..start + count {
-            self.set_tag(slot, Tag::Free);
+        let i = self.run_index(start, count);
+        // SAFETY: `i + count` is at most the tag array's length (`run_index`).
+        let tags = unsafe { self.tag.get_unchecked(i..i + count) };
+        tags[0].store(Tag::Free.encode(), Ordering::Relaxed);
+        // Most runs are one slot: no loop (which the compiler would unroll) for them.
+        if count > 1 {
+            for tag in &tags[1..] {
+                tag.store(Tag::Free.encode(), Ordering::Relaxed);
+            }
         }
+    }
+
+    /// The dirty prefixes of pool slots `start..start + count` (in granules of the
+    /// [`dirty_shift`] of the slot size). Only the run's owner reads or writes them.
+    #[inline(always)]
+    pub(crate) fn dirty_run(&self, start: usize, count: usize) -> &[AtomicU8] {
+        let i = self.run_index(start, count);
+        // SAFETY: `i + count` is at most the dirty array's length (`run_index`).
+        unsafe { self.dirty.get_unchecked(i..i + count) }
     }
 
     /// The head of the live run that holds `slot` (one of this area's), if `slot` holds

@@ -10,6 +10,8 @@
 use super::Pool;
 use crate::area::Area;
 use crate::shared::fill_shared;
+use crate::slot::dirty_units;
+use crate::sync::Ordering;
 use core::ops::Range;
 use lock_api::RawMutex;
 
@@ -135,15 +137,27 @@ impl<R: RawMutex> Pool<R> {
         prepare: Prepare,
     ) {
         let shift = self.slot_shift;
-        let last = start + count - 1;
-        for slot in start..last {
-            area.slots.set_dirty(slot, 1 << shift, shift);
+        let granule = self.dirty_shift;
+        let cells = area.slots.dirty_run(start, count);
+        let Some((last, whole)) = cells.split_last() else {
+            return;
+        };
+        let full = dirty_units(1 << shift, granule);
+        for cell in whole {
+            // Most maps reuse slots with data of the same extent: leave their line clean.
+            if cell.load(Ordering::Relaxed) != full {
+                cell.store(full, Ordering::Relaxed);
+            }
         }
         // The data's part of the last slot, and what may be dirty past it.
         let tail = len - ((count - 1) << shift);
-        let dirty = area.slots.dirty(last, shift);
-        area.slots.set_dirty(last, tail, shift);
-        let base = last << shift;
+        let old = last.load(Ordering::Relaxed);
+        let units = dirty_units(tail, granule);
+        if old != units {
+            last.store(units, Ordering::Relaxed);
+        }
+        let dirty = (old as usize) << granule;
+        let base = (start + count - 1) << shift;
         let zero = match prepare {
             Prepare::ZeroData => (start << shift)..base + tail.max(dirty),
             _ => base + tail..base + tail.max(dirty),

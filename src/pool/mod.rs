@@ -61,6 +61,17 @@ pub struct Pool<R = DefaultRawMutex> {
     /// log2 of `segment_slots`.
     segment_shift: u32,
     page_size: usize,
+    /// What the common path would otherwise compute on every map (see `plain_request`):
+    /// `slot_size - 1`, one segment's bytes (the largest mapping without
+    /// `min_align_mask`), the slots of a page (at least one), the CPU address one past the
+    /// last slot and the device address of the last slot's last byte.
+    slot_mask: usize,
+    segment_bytes: usize,
+    page_slots: usize,
+    cpu_end: usize,
+    dma_last: DmaAddr,
+    /// log2 of the granule slots' dirty prefixes are counted in.
+    dirty_shift: u32,
     scrub: bool,
     hint: fn() -> usize,
     /// Ties [`Coherent`] handles to this pool (no other pool of the program has it).
@@ -310,6 +321,12 @@ impl<R: RawMutex> Pool<R> {
             segment_slots: seg as usize,
             segment_shift: seg.trailing_zeros(),
             page_size: config.page_size(),
+            slot_mask: slot - 1,
+            segment_bytes: slot * seg as usize,
+            page_slots: (config.page_size() >> slot_shift).max(1),
+            cpu_end: cpu.as_ptr().addr() + (slots_total << slot_shift),
+            dma_last: dma + ((slots_total as u64) << slot_shift) - 1,
+            dirty_shift: crate::slot::dirty_shift(slot_shift),
             scrub: config.scrub_on_release(),
             hint: config.area_hint(),
             id: crate::sync::next_pool_id(),

@@ -156,23 +156,23 @@ impl<R: RawMutex> Pool<R> {
     pub(super) fn unconstrained_request(&self, len: usize, c: &Constraints) -> Option<Request> {
         let plain = c.min_align_mask | c.alloc_align_mask == 0
             && c.seg_boundary_mask == u64::MAX
-            && c.dma_limit >= self.dma_range().end - 1
-            && len != 0
-            && len <= self.segment_slots << self.slot_shift;
+            && c.dma_limit >= self.dma_last
+            // 1 to a segment's bytes.
+            && len.wrapping_sub(1) < self.segment_bytes;
         if !plain {
             return None;
         }
         // A page or more is page-aligned (`stream_request_with` with both masks zero).
-        let slot_mask = (1u64 << self.slot_shift) - 1;
-        let align_mask = if len >= self.page_size {
-            (self.page_size as u64 - 1) | slot_mask
+        let stride = if len >= self.page_size {
+            self.page_slots
         } else {
-            slot_mask
+            1
         };
         Some(Request {
             placement: Placement {
-                slots: self.slots_for(len),
-                stride: (align_mask >> self.slot_shift) + 1,
+                // No overflow: `len` is at most a segment's bytes.
+                slots: (len + self.slot_mask) >> self.slot_shift,
+                stride: stride as u64,
                 phase: 0,
                 window: self.segment_slots as u64,
                 // Every slot of the pool is below the limit.
@@ -182,7 +182,7 @@ impl<R: RawMutex> Pool<R> {
             pad: 0,
             offset: 0,
             size: len,
-            align: align_mask + 1,
+            align: (stride << self.slot_shift) as u64,
             boundary: 0,
             limit: c.dma_limit,
         })

@@ -66,6 +66,7 @@ impl<R: RawMutex> Pool<R> {
     /// - between those calls the caller may use `buf` as the module docs say: it writes it
     ///   only before a `sync_for_device` that publishes the bytes, and reads what the device
     ///   wrote only after a `sync_for_cpu` or the unmap.
+    #[inline(always)]
     pub unsafe fn map(
         &self,
         buf: NonNull<[u8]>,
@@ -87,6 +88,7 @@ impl<R: RawMutex> Pool<R> {
     /// # Safety
     ///
     /// As [`map`](Self::map).
+    #[inline(always)]
     pub unsafe fn map_attrs(
         &self,
         buf: NonNull<[u8]>,
@@ -122,11 +124,8 @@ impl<R: RawMutex> Pool<R> {
     /// empty, not wrapping the address space, outside the pool.
     #[inline(always)]
     fn plain_buffer(&self, addr: usize, len: usize) -> bool {
-        let pool = self.cpu.as_ptr().addr();
         match addr.checked_add(len) {
-            Some(end) => {
-                len != 0 && (addr >= pool + (self.slots_total << self.slot_shift) || end <= pool)
-            }
+            Some(end) => len != 0 && (addr >= self.cpu_end || end <= self.cpu.as_ptr().addr()),
             None => false,
         }
     }
@@ -300,6 +299,7 @@ impl<R: RawMutex> Pool<R> {
     /// If `dma` is the start of a live mapping, the caller owns it: no other thread syncs or
     /// unmaps it during the call, and its original buffer is still valid through the
     /// pointer given at map, as [`map`](Self::map) requires.
+    #[inline(always)]
     pub unsafe fn unmap(
         &self,
         dma: DmaAddr,
@@ -330,6 +330,7 @@ impl<R: RawMutex> Pool<R> {
     ///
     /// As [`unmap`](Self::unmap), with `buf` (rather than the pointer given at map) valid
     /// for writes for its length.
+    #[inline(always)]
     pub unsafe fn unmap_into(
         &self,
         dma: DmaAddr,
