@@ -343,6 +343,8 @@ pub(crate) struct Area<R> {
     pub(crate) len: usize,
     /// Device slot number of the area's first slot.
     pub(crate) origin: u64,
+    /// Slots in a segment (no run crosses a multiple of it in device slot numbers).
+    segment: u64,
     /// What each of the area's slots holds. Written under the lock, read anywhere.
     pub(crate) slots: Slots,
     state: Mutex<R, State>,
@@ -395,13 +397,14 @@ pub(crate) struct AreaGuard<'a, R: RawMutex> {
 }
 
 impl<R: RawMutex> Area<R> {
-    /// An area of `len` free slots from pool slot `first` (device slot number `origin`),
-    /// or `None` if its metadata cannot be allocated.
-    pub(crate) fn new(first: usize, len: usize, origin: u64) -> Option<Self> {
+    /// An area of `len` free slots from pool slot `first` (device slot number `origin`) in
+    /// a pool of `segment`-slot segments, or `None` if its metadata cannot be allocated.
+    pub(crate) fn new(first: usize, len: usize, origin: u64, segment: u64) -> Option<Self> {
         Some(Self {
             first,
             len,
             origin,
+            segment,
             slots: Slots::new(first, len)?,
             state: Mutex::new(State {
                 bitmap: Bitmap::new(len)?,
@@ -489,7 +492,8 @@ impl<'a, R: RawMutex> AreaGuard<'a, R> {
         let origin = self.area.origin;
         let State { bitmap, cache } = &mut *self.state;
         if !p.from_top && !cache.is_empty() {
-            if let Some(run) = cache.take(p.slots, |at| fits(origin + at as u64, p)) {
+            let segment = self.area.segment;
+            if let Some(run) = cache.take(p.slots, |at| fits(origin + at as u64, p, segment)) {
                 let at = run.start as usize;
                 let rest = run.slots as usize - p.slots;
                 if rest != 0 {
@@ -557,13 +561,15 @@ impl<'a, R: RawMutex> AreaGuard<'a, R> {
 }
 
 /// Whether a run for `p` may start at device slot number `dev` (the run itself is known to
-/// be free and to lie in the area).
+/// be free, to lie in the area and not to cross a segment: every run was placed so).
 #[inline(always)]
-fn fits(dev: u64, p: &Placement) -> bool {
+fn fits(dev: u64, p: &Placement, segment: u64) -> bool {
     let last = dev + p.slots as u64 - 1;
+    // The limit and window tests are written so that they vanish for the common request,
+    // whose limit is `u64::MAX` and whose window is a segment.
     dev.wrapping_sub(p.phase) & (p.stride - 1) == 0
-        && dev < p.limit
-        && (dev ^ last) & !(p.window - 1) == 0
+        && (p.limit == u64::MAX || dev < p.limit)
+        && (p.window == segment || (dev ^ last) & !(p.window - 1) == 0)
 }
 
 /// What [`AreaGuard::take`] found.
@@ -599,7 +605,7 @@ mod tests {
 
     #[test]
     fn a_run_given_back_is_taken_again_by_the_next_request_of_its_class() {
-        let area = TestArea::new(0, 256, 0).unwrap();
+        let area = TestArea::new(0, 256, 0, 128).unwrap();
         let a = take(&area, &p(1)).unwrap();
         let b = take(&area, &p(1)).unwrap();
         assert_eq!((a, b), (0, 1));
@@ -622,7 +628,7 @@ mod tests {
 
     #[test]
     fn a_run_in_the_cache_must_fit_the_placement() {
-        let area = TestArea::new(0, 256, 0).unwrap();
+        let area = TestArea::new(0, 256, 0, 128).unwrap();
         let a = take(&area, &p(1)).unwrap();
         let odd = take(&area, &p(2)).unwrap();
         assert_eq!((a, odd), (0, 1));
@@ -640,7 +646,7 @@ mod tests {
 
     #[test]
     fn a_search_that_fails_gives_back_the_held_runs_and_searches_again() {
-        let area = TestArea::new(0, 64, 0).unwrap();
+        let area = TestArea::new(0, 64, 0, 128).unwrap();
         for s in 0..64 {
             assert_eq!(take(&area, &p(1)), Some(s));
         }

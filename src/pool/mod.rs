@@ -73,7 +73,8 @@ pub struct Pool<R = DefaultRawMutex> {
     /// log2 of the granule slots' dirty prefixes are counted in.
     dirty_shift: u32,
     scrub: bool,
-    hint: fn() -> usize,
+    /// The user's area hint; `None` for the default, called directly.
+    hint: Option<fn() -> usize>,
     /// Ties [`Coherent`] handles to this pool (no other pool of the program has it).
     id: usize,
     areas: Box<[CachePadded<Area<R>>]>,
@@ -298,7 +299,7 @@ impl<R: RawMutex> Pool<R> {
                 (dev.saturating_sub(origin) as usize).min(slots_total)
             };
             let (first, last) = (slot_at(lo), slot_at(hi));
-            let area = Area::new(first, last - first, origin + first as u64).ok_or(
+            let area = Area::new(first, last - first, origin + first as u64, seg).ok_or(
                 ConfigError::OutOfMemory((last - first) * Slots::BYTES_PER_SLOT),
             )?;
             areas.push(CachePadded::new(area));
@@ -328,7 +329,7 @@ impl<R: RawMutex> Pool<R> {
             dma_last: dma + ((slots_total as u64) << slot_shift) - 1,
             dirty_shift: crate::slot::dirty_shift(slot_shift),
             scrub: config.scrub_on_release(),
-            hint: config.area_hint(),
+            hint: config.own_area_hint(),
             id: crate::sync::next_pool_id(),
             areas: areas.into_boxed_slice(),
             segment_area: segment_area.into_boxed_slice(),

@@ -277,7 +277,11 @@ impl<R: RawMutex> Pool<R> {
         if n == 1 {
             0
         } else {
-            (self.hint)() & (n - 1)
+            let hint = match self.hint {
+                Some(hint) => hint(),
+                None => crate::sync::thread_hint(),
+            };
+            hint & (n - 1)
         }
     }
 
