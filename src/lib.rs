@@ -11,7 +11,7 @@
 //! The pool is split into areas, each with its own lock and bitmap; a caller starts in its
 //! own area (its thread or CPU) and falls back to the others, so an uncontended map and
 //! unmap touch no lock another area's user touches. All allocator metadata lives outside
-//! the pool (14 bytes and a bit per slot on 64-bit), because the device can write the pool.
+//! the pool (15 bytes and a bit per slot on 64-bit), because the device can write the pool.
 //! See [`implementation`] for the design and why.
 //!
 //! # Examples
