@@ -211,3 +211,60 @@ fn a_device_thread_writes_while_the_cpu_copies() {
     .unwrap();
     assert_eq!(pool.stats().used_slots, 0);
 }
+
+/// The safe guards: a `DmaMut` whose buffer the CPU writes through `as_mut_slice` between
+/// syncs (which invalidates any pointer taken at map: the guard must hand the pool fresh
+/// ones), a `DmaRef`, owned buffers moved through a queue before their unmap, and a
+/// coherent guard read and written.
+#[test]
+fn guards_give_the_pool_fresh_pointers() {
+    use swiotlb::{CoherentGuard, DmaMut, DmaOwned, DmaRef};
+    let pool = small_pool();
+    let c = Constraints::new().min_align_mask(0x3ff);
+    let mut buf = vec![0u8; 700];
+    let mut m = DmaMut::bidirectional(&pool, &mut buf[..], &c).unwrap();
+    m.as_mut_slice()[600..].fill(3);
+    m.sync_for_device(600..).unwrap();
+    assert_eq!(read(&pool, m.dma() + 600, 100), vec![3; 100]);
+    write(&pool, m.dma() + 520, &[5; 20]);
+    m.sync_for_cpu(520..540).unwrap();
+    assert_eq!(m.as_slice()[520..540], [5; 20]);
+    m.as_mut_slice()[0] = 9;
+    write(&pool, m.dma() + 1, &[6]);
+    drop(m); // copies back through a pointer taken now
+    assert_eq!(buf[..2], [0, 6]);
+
+    let command = [1u8; 40];
+    let r = DmaRef::to_device(&pool, &command, &c).unwrap();
+    assert_eq!(read(&pool, r.dma(), 40), vec![1; 40]);
+    r.unmap().unwrap();
+
+    let mut queue = Vec::new();
+    for i in 0..3u8 {
+        let m = DmaOwned::map(
+            &pool,
+            vec![i; 300],
+            Direction::FromDevice,
+            &Constraints::NONE,
+            Attrs::ZERO_FILL,
+        )
+        .unwrap();
+        queue.push(m); // the Vec moves, its heap bytes do not
+    }
+    queue.reverse();
+    for m in &queue {
+        write(&pool, m.dma(), &[0xaa; 300]);
+    }
+    for m in queue {
+        assert_eq!(m.unmap().unwrap(), vec![0xaa; 300]);
+    }
+
+    let mut ring = CoherentGuard::new(&pool, 200, &Constraints::NONE).unwrap();
+    ring.write(100, &[7; 50]).unwrap();
+    let mut back = [0u8; 60];
+    ring.read(95, &mut back).unwrap();
+    assert_eq!(back[..5], [0; 5]);
+    assert_eq!(back[5..55], [7; 50]);
+    drop(ring);
+    assert_eq!(pool.stats().used_slots, 0);
+}
