@@ -71,6 +71,8 @@ mod padded;
 mod pool;
 mod request;
 pub mod shared;
+#[cfg(feature = "allocator-api2")]
+mod shared_alloc;
 mod slot;
 mod sync;
 #[cfg(feature = "test-utils")]
@@ -87,3 +89,11 @@ pub use lock_api::RawMutex;
 pub use pool::{Coherent, ForeignAllocation, Mapping, MappingKind, Pool, Stats};
 pub use request::{Attrs, Constraints, Direction, DmaAddr, Fill};
 pub use sync::{DefaultRawMutex, SpinRawMutex};
+
+/// The `allocator-api2` crate [`SharedAlloc`] implements `Allocator` of (its `Vec`, `Box`).
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub use allocator_api2;
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub use shared_alloc::SharedAlloc;

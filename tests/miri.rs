@@ -268,3 +268,38 @@ fn guards_give_the_pool_fresh_pointers() {
     drop(ring);
     assert_eq!(pool.stats().used_slots, 0);
 }
+
+/// The allocator: a `Vec` in pool memory grown through the size classes into a large block
+/// and shrunk back (each move a shared copy), a `Box`, zeroed blocks, everything given back.
+#[test]
+fn shared_alloc_vec_grows_and_shrinks_in_pool_memory() {
+    use swiotlb::allocator_api2::alloc::Allocator;
+    use swiotlb::allocator_api2::vec::Vec as AVec;
+    use swiotlb::SharedAlloc;
+    let pool = small_pool();
+    {
+        let alloc = SharedAlloc::new(&pool, Constraints::NONE);
+        let mut v: AVec<u8, _> = AVec::new_in(&alloc);
+        for i in 0..2100u32 {
+            v.push(i as u8);
+        }
+        assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+        let dma = alloc.dma_addr(v.as_ptr()).unwrap();
+        assert_eq!(read(&pool, dma + 5, 3), [5, 6, 7]);
+        v.truncate(40);
+        v.shrink_to_fit();
+        assert_eq!(v[39], 39);
+        let layout = core::alloc::Layout::from_size_align(100, 16).unwrap();
+        let z = alloc.allocate_zeroed(layout).unwrap();
+        let mut back = [1u8; 100];
+        // SAFETY: a live block of 100 bytes or more.
+        unsafe { copy_from_shared(back.as_mut_ptr(), z.cast::<u8>().as_ptr(), 100) };
+        assert_eq!(back, [0; 100]);
+        // SAFETY: the block just allocated, with its layout.
+        unsafe { alloc.deallocate(z.cast(), layout) };
+        let b = swiotlb::allocator_api2::boxed::Box::new_in(0x1234u32, &alloc);
+        assert_eq!(*b, 0x1234);
+        drop((v, b));
+    }
+    assert_eq!(pool.stats().used_slots, 0);
+}
