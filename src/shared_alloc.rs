@@ -12,10 +12,10 @@
 //! (a linked-list allocator, say) could be steered by it into handing out the same block
 //! twice, or memory outside the pool. Nothing the allocator decides depends on a pool byte.
 //!
-//! A chunk whose last block is freed goes back to the pool, unless it is the only empty
-//! chunk of its class (kept so that a block allocated and freed in a loop does not take
-//! and zero a chunk each time); [`SharedAlloc::release_empty`] gives those back too, and
-//! dropping the allocator gives everything back.
+//! A chunk whose last block is freed goes back to the pool at once (a cache of empty
+//! chunks would hold one page per class after a `Vec` grew through them, which a small
+//! pool cannot spare); a block allocated and freed in a loop therefore takes, zeroes and
+//! frees a chunk each time. Dropping the allocator gives everything back.
 //!
 //! # The device may change these bytes at any time
 //!
@@ -213,23 +213,7 @@ impl<'p, P: DmaPool + ?Sized, R: RawMutex> SharedAlloc<'p, P, R> {
             .or_else(|| state.large.iter().find_map(|mem| within(mem, mem.size())))
     }
 
-    /// Gives every chunk with no live block back to the pool.
-    pub fn release_empty(&self) {
-        let mut state = self.state.lock();
-        for chunks in &mut state.classes {
-            let mut i = 0;
-            while i < chunks.len() {
-                if chunks[i].used == 0 {
-                    let chunk = chunks.swap_remove(i);
-                    self.give_back(chunk.mem);
-                } else {
-                    i += 1;
-                }
-            }
-        }
-    }
-
-    /// Pool slots the allocator holds: chunks and large blocks, in bytes asked of the pool.
+    /// Bytes the allocator holds from the pool: chunks and large blocks, as asked of it.
     pub fn held_bytes(&self) -> usize {
         let state = self.state.lock();
         state.classes.iter().map(Vec::len).sum::<usize>() * CHUNK
@@ -325,8 +309,7 @@ impl<'p, P: DmaPool + ?Sized, R: RawMutex> SharedAlloc<'p, P, R> {
                 };
                 let given = chunks[i].give(shift, addr);
                 debug_assert!(given, "deallocate of {addr:#x}: not a live block");
-                let empty = |c: &Chunk| c.used == 0;
-                if chunks[i].used == 0 && chunks.iter().filter(|c| empty(c)).count() > 1 {
+                if chunks[i].used == 0 {
                     let chunk = chunks.swap_remove(i);
                     drop(state);
                     self.give_back(chunk.mem);

@@ -276,7 +276,11 @@ fn shared_alloc_vec_grows_and_shrinks_in_pool_memory() {
     use swiotlb::allocator_api2::alloc::Allocator;
     use swiotlb::allocator_api2::vec::Vec as AVec;
     use swiotlb::SharedAlloc;
-    let pool = small_pool();
+    let config = Config::new()
+        .with_slot_size(512)
+        .with_segment_slots(8)
+        .with_areas(1);
+    let pool = Pool::allocate(32 * 512, config).expect("pool");
     {
         let alloc = SharedAlloc::new(&pool, Constraints::NONE);
         let mut v: AVec<u8, _> = AVec::new_in(&alloc);

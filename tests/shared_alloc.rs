@@ -193,7 +193,6 @@ proptest! {
                 // SAFETY: as above.
                 unsafe { alloc.deallocate(b.ptr, b.layout) };
             }
-            alloc.release_empty();
             prop_assert_eq!(alloc.held_bytes(), 0);
         }
         prop_assert_eq!(pool.stats().used_slots, 0);
@@ -241,8 +240,11 @@ fn small_blocks_share_a_page() {
         // SAFETY: live blocks of this allocator.
         unsafe { alloc.deallocate(b.cast(), layout) };
     }
-    assert_eq!(alloc.held_bytes(), 4096, "one empty chunk a class is kept");
-    alloc.release_empty();
+    assert_eq!(
+        alloc.held_bytes(),
+        0,
+        "an empty chunk goes back to the pool"
+    );
     assert_eq!(pool.stats().used_slots, 0);
 }
 
