@@ -64,6 +64,8 @@ extern crate std;
 mod api;
 mod area;
 mod config;
+#[cfg(feature = "dma-api")]
+mod dma_op;
 mod error;
 mod guard;
 pub mod implementation;
@@ -97,3 +99,11 @@ pub use allocator_api2;
 #[cfg(feature = "allocator-api2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
 pub use shared_alloc::SharedAlloc;
+
+/// The `dma-api` crate whose [`DmaOp`](dma_api::DmaOp) [`PoolDmaOp`] implements.
+#[cfg(feature = "dma-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dma-api")))]
+pub use dma_api;
+#[cfg(feature = "dma-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dma-api")))]
+pub use dma_op::PoolDmaOp;
