@@ -67,6 +67,9 @@ mod config;
 #[cfg(feature = "dma-api")]
 mod dma_op;
 mod error;
+#[cfg(feature = "fdt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fdt")))]
+pub mod fdt;
 mod guard;
 pub mod implementation;
 mod padded;
