@@ -10,7 +10,7 @@
 //! let info = DmaDeviceInfo::new(
 //!     DmaDomainId::Direct,
 //!     DmaCoherency::Coherent,
-//!     DmaConstraints::new(u32::MAX as u64), // a 32-bit device
+//!     DmaConstraints::new(u64::MAX), // the device's DMA mask
 //! );
 //! let dma = DeviceDma::new(info, op);
 //!
