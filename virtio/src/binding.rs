@@ -190,8 +190,7 @@ impl core::fmt::Display for BindError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for BindError {}
+impl core::error::Error for BindError {}
 
 /// A registered pool and its options; leaked at registration and never freed.
 #[derive(Debug)]

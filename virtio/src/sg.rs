@@ -107,8 +107,7 @@ impl core::fmt::Display for SgError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for SgError {}
+impl core::error::Error for SgError {}
 
 /// What [`MappedSg::unmap`] did with the used length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
