@@ -384,3 +384,39 @@ fn debug_shows_device_addresses_in_hex() {
         format!("CoherentGuard({:#x}, 10 bytes)", ring.dma())
     );
 }
+
+#[test]
+fn errors_mappings_and_allocations_print_addresses_in_hex_in_debug() {
+    let pool = pool();
+    let err = LookupError::NotStart {
+        dma: 0x1000,
+        start: 0xff0,
+    };
+    assert_eq!(format!("{err:?}"), "NotStart { dma: 0x1000, start: 0xff0 }");
+    let err = MapError::Unreachable {
+        size: 10,
+        limit: 0xffff,
+        pool_start: 0x10_0000,
+    };
+    assert_eq!(
+        format!("{err:?}"),
+        "Unreachable { size: 10, limit: 0xffff, pool_start: 0x100000 }"
+    );
+    let err = swiotlb::ConfigError::Wraps {
+        size: 4096,
+        dma_base: 0xffff_f000,
+    };
+    assert_eq!(
+        format!("{err:?}"),
+        "Wraps { size: 4096, dma_base: 0xfffff000 }"
+    );
+    let buf = [1u8; 10];
+    let m = DmaRef::to_device(&pool, &buf, &Constraints::NONE).unwrap();
+    let found = pool.lookup(m.dma()).unwrap();
+    assert!(format!("{found:?}").starts_with(&format!("Mapping {{ dma: {:#x}, len: 10,", m.dma())));
+    let ring = pool.alloc(100, &Constraints::NONE).unwrap();
+    assert!(
+        format!("{ring:?}").starts_with(&format!("Coherent {{ dma: {:#x}, cpu: 0x", ring.dma()))
+    );
+    pool.free(ring).unwrap();
+}
