@@ -23,6 +23,8 @@ export CARGO_TARGET_DIR="$root/target/publish-check"
 echo "=== cargo publish --dry-run -p swiotlb -p swiotlb-virtio"
 cargo publish --dry-run -p swiotlb -p swiotlb-virtio
 
+# The dry run verifies but keeps no .crate files: package them (already verified above).
+cargo package --no-verify -p swiotlb -p swiotlb-virtio
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for crate in swiotlb swiotlb-virtio; do
