@@ -165,14 +165,6 @@ pub struct SharedAlloc<'p, P: DmaPool + ?Sized, R: RawMutex = DefaultRawMutex> {
     state: Mutex<R, State>,
 }
 
-// SAFETY: `State` holds `Coherent` handles (owned claims on pool memory, `Send`) and
-// bitmaps, reached only under the lock; `&SharedAlloc` hands out blocks that belong to one
-// caller each. Shared between threads if the pool is `Sync` and the lock can be taken from
-// any thread.
-unsafe impl<P: DmaPool + ?Sized + Sync, R: RawMutex + Send> Send for SharedAlloc<'_, P, R> {}
-// SAFETY: as for `Send`.
-unsafe impl<P: DmaPool + ?Sized + Sync, R: RawMutex + Sync> Sync for SharedAlloc<'_, P, R> {}
-
 impl<'p, P: DmaPool + ?Sized> SharedAlloc<'p, P> {
     /// An allocator over `pool`, whose chunks obey `constraints` (a device's address
     /// limit, say); `min_align_mask` is ignored, as by [`DmaPool::alloc`].

@@ -302,3 +302,30 @@ fn zero_sized_blocks_and_the_device_limit() {
         unsafe { alloc.deallocate(b.cast(), layout) };
     }
 }
+
+#[test]
+fn threads_share_one_allocator() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let pool = pool(2 << 20);
+    let alloc = SharedAlloc::new(&pool, Constraints::NONE);
+    send_sync(&alloc);
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let alloc = &alloc;
+            s.spawn(move || {
+                for round in 0..200usize {
+                    let len = 1 + (round * 37 + usize::from(t) * 11) % 3000;
+                    let mut v: AVec<u8, _> = AVec::with_capacity_in(len, alloc);
+                    v.resize(len, t);
+                    assert!(
+                        v.iter().all(|&b| b == t),
+                        "another thread's block overlapped"
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(alloc.held_bytes(), 0);
+    drop(alloc);
+    assert_eq!(pool.stats().used_slots, 0);
+}
