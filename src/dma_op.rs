@@ -133,11 +133,11 @@ impl<P: DmaPool + ?Sized + 'static> PoolDmaOp<P> {
         }
         let mem = live.remove(&dma).ok_or(DmaError::CoherentReleaseFailed)?;
         drop(live);
-        self.pool.free(mem).map_err(|foreign| {
-            // A broken `DmaPool`: keep the allocation (quarantined), as `DmaOp` asks.
-            core::mem::forget(foreign);
-            DmaError::CoherentReleaseFailed
-        })
+        // A broken `DmaPool` hands the handle back: dropping a `Coherent` leaves its
+        // allocation live (quarantined), as `DmaOp` asks.
+        self.pool
+            .free(mem)
+            .map_err(|_| DmaError::CoherentReleaseFailed)
     }
 }
 

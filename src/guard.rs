@@ -817,9 +817,9 @@ impl<P: DmaPool + ?Sized> Drop for CoherentGuard<'_, P> {
     /// Frees the allocation; if the pool refuses it, it stays live (leaked).
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            if let Err(ForeignAllocation(handle)) = self.pool.free(handle) {
-                core::mem::forget(handle);
-            }
+            // A refusal hands the handle back; dropping a `Coherent` leaves the allocation
+            // live (it has no `Drop`).
+            let _ = self.pool.free(handle);
         }
     }
 }

@@ -72,19 +72,21 @@ mod api;
 mod area;
 mod config;
 #[cfg(feature = "dma-api")]
-mod dma_op;
+#[cfg_attr(docsrs, doc(cfg(feature = "dma-api")))]
+pub mod dma_op;
 mod error;
 #[cfg(feature = "fdt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fdt")))]
 pub mod fdt;
-mod guard;
+pub mod guard;
 pub mod implementation;
 mod padded;
 mod pool;
 mod request;
 pub mod shared;
 #[cfg(feature = "allocator-api2")]
-mod shared_alloc;
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub mod shared_alloc;
 mod slot;
 mod sync;
 #[cfg(feature = "test-utils")]

@@ -134,7 +134,7 @@ struct State {
     large: Vec<Coherent>,
 }
 
-/// An [`Allocator`](allocator_api2::alloc::Allocator) over a pool: `Vec<u8, &SharedAlloc>`,
+/// An [`Allocator`] over a pool: `Vec<u8, &SharedAlloc>`,
 /// `Box<[u8], &SharedAlloc>` and the other `allocator_api2` collections in memory the
 /// device can address, with sub-page blocks. See the [module docs](self) for the design
 /// and for what the device may do to the bytes.
@@ -213,10 +213,9 @@ impl<'p, P: DmaPool + ?Sized, R: RawMutex> SharedAlloc<'p, P, R> {
     }
 
     fn give_back(&self, mem: Coherent) {
-        if let Err(foreign) = self.pool.free(mem) {
-            // The pool made it and says it did not: a broken `DmaPool`. Keep it allocated.
-            core::mem::forget(foreign);
-        }
+        // The pool made it; a refusal (a broken `DmaPool`) hands the handle back, and
+        // dropping a `Coherent` leaves the allocation live (it has no `Drop`).
+        let _ = self.pool.free(mem);
     }
 
     /// The class of a layout (its index), or `None` for a large block.

@@ -93,7 +93,7 @@
 //! |--------------|---------|------------------------------------------------------------|
 //! | `std`        | yes     | the default [`FullPolicy`] sleeps between retries instead of spinning |
 //! | `counters`   | no      | [`PoolSlot::counters`]: shares, waits, bytes copied each way |
-//! | `test-utils` | no      | [`testing`]: a transport whose device is a rust-vmm model that can only reach the pool |
+//! | `test-utils` | no      | `testing`: a transport whose device is a rust-vmm model that can only reach the pool |
 //!
 //! Without `std` the crate needs only `core` and `alloc`.
 #![no_std]
