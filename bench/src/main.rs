@@ -513,7 +513,7 @@ fn plural(n: usize) -> &'static str {
 fn print_table(threads: usize, rows: &[RunResult], compare: bool) {
     let mut header = vec![
         "impl",
-        "pair",
+        "pair (mean)",
         "map p50",
         "map p99",
         "unmap p50",
