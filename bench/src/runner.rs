@@ -760,7 +760,8 @@ mod tests {
             duration: Duration::from_millis(50),
             workload,
             skip_sync: false,
-            pool_size: 8 << 20,
+            // Eight times both threads' 8 mappings in flight at their largest (256 KiB).
+            pool_size: 32 << 20,
             batch: 8,
         }
     }
