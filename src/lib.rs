@@ -11,40 +11,47 @@
 //! The pool is split into areas, each with its own lock and bitmap; a caller starts in its
 //! own area (its thread or CPU) and falls back to the others, so an uncontended map and
 //! unmap touch no lock another area's user touches. All allocator metadata lives outside
-//! the pool (14 bytes and a bit per slot on 64-bit), because the device can write the pool.
+//! the pool (15 bytes and a bit per slot on 64-bit), because the device can write the pool.
 //! See [`implementation`] for the design and why.
 //!
 //! # Examples
 //!
+//! The safe mapping types ([`DmaRef`], [`DmaMut`], [`DmaOwned`], [`CoherentGuard`]) borrow
+//! or own the buffer for as long as the device may use it and unmap when dropped:
+//!
 //! ```
-//! use core::ptr::NonNull;
-//! use swiotlb::{Attrs, Config, Constraints, Direction, Pool};
+//! use swiotlb::{Config, Constraints, DmaMut, Pool};
 //!
 //! let pool = Pool::allocate(1 << 20, Config::new())?;
 //! let nvme = Constraints::new().min_align_mask(0xfff);
 //!
 //! let mut buf = vec![7u8; 3000];
-//! // SAFETY: `buf` stays alive and untouched until the unmap below.
-//! let dma = unsafe { pool.map(NonNull::from(&mut buf[..]), Direction::Bidirectional, &nvme)? };
-//! assert_eq!(dma & 0xfff, buf.as_ptr() as u64 & 0xfff); // low bits kept for the device
+//! let mapping = DmaMut::bidirectional(&pool, &mut buf, &nvme)?;
+//! assert_eq!(mapping.dma() & 0xfff, mapping.as_slice().as_ptr() as u64 & 0xfff); // low bits kept
 //!
-//! // ... the device reads and writes pool memory at `dma` ...
-//! # let cpu = pool.translate(dma, 3000).unwrap();
-//! # unsafe { cpu.as_ptr().write(42) };
+//! // ... the device reads and writes pool memory at `mapping.dma()` ...
+//! # let cpu = pool.translate(mapping.dma(), 1).unwrap();
+//! # unsafe { swiotlb::shared::fill_shared(cpu.as_ptr(), 42, 1) };
 //!
-//! // SAFETY: as above; the device is done with the buffer.
-//! unsafe { pool.unmap(dma, buf.len(), Direction::Bidirectional, Attrs::NONE)? };
+//! mapping.unmap()?; // copies back
 //! assert_eq!(buf[0], 42);
 //! assert_eq!(pool.stats().used_slots, 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The raw calls ([`Pool::map`], [`Pool::unmap`], the syncs, and the [`DmaPool`] trait) are
+//! `unsafe`: the caller keeps the buffer alive and alone while it is mapped. They are for
+//! code that keeps its own books, such as a `virtio_drivers::Hal`.
+//!
 //! # Features
 //!
-//! | feature      | default | adds                                                          |
-//! |--------------|---------|---------------------------------------------------------------|
-//! | `std`        | yes     | `Pool::allocate`, `parking_lot` locks, a per-thread area hint |
-//! | `test-utils` | no      | `testing`: the shadow model, operations and checks shared by tests, fuzzing and benches |
+//! | feature          | default | adds                                                          |
+//! |------------------|---------|---------------------------------------------------------------|
+//! | `std`            | yes     | `Pool::allocate`, `parking_lot` locks, a per-thread area hint |
+//! | `allocator-api2` | no      | `SharedAlloc`: an `allocator_api2` `Allocator` whose blocks are pool memory |
+//! | `dma-api`        | no      | `PoolDmaOp`: the `dma-api` crate's `DmaOp` over a pool (Rust 1.85) |
+//! | `fdt`            | no      | `fdt`: pools from device-tree `restricted-dma-pool` nodes (Rust 1.88) |
+//! | `test-utils`     | no      | `testing`: the shadow model, operations and checks shared by tests, fuzzing and benches |
 //!
 //! Without `std` the crate needs only `alloc` (for the metadata), and the areas use a spin
 //! lock with exponential backoff.
@@ -65,12 +72,22 @@ mod api;
 mod area;
 mod cache;
 mod config;
+#[cfg(feature = "dma-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dma-api")))]
+pub mod dma_op;
 mod error;
+#[cfg(feature = "fdt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fdt")))]
+pub mod fdt;
+pub mod guard;
 pub mod implementation;
 mod padded;
 mod pool;
 mod request;
 pub mod shared;
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub mod shared_alloc;
 mod slot;
 mod sync;
 #[cfg(feature = "test-utils")]
@@ -78,11 +95,33 @@ pub mod testing;
 #[cfg(all(test, loom))]
 mod tests;
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use api::DmaPool;
 pub use area::AreaStats;
 pub use config::{Config, MAX_AREAS};
 pub use error::{ConfigError, LookupError, MapError};
+pub use guard::{BufError, CoherentGuard, DmaMut, DmaOwned, DmaRef, OwnedBuf};
 pub use lock_api::RawMutex;
 pub use pool::{Coherent, ForeignAllocation, Mapping, MappingKind, Pool, Stats};
 pub use request::{Attrs, Constraints, Direction, DmaAddr, Fill};
 pub use sync::{DefaultRawMutex, SpinRawMutex};
+
+/// The `allocator-api2` crate [`SharedAlloc`] implements `Allocator` of (its `Vec`, `Box`).
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub use allocator_api2;
+#[cfg(feature = "allocator-api2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "allocator-api2")))]
+pub use shared_alloc::SharedAlloc;
+
+/// The `dma-api` crate whose [`DmaOp`](dma_api::DmaOp) [`PoolDmaOp`] implements.
+#[cfg(feature = "dma-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dma-api")))]
+pub use dma_api;
+#[cfg(feature = "dma-api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dma-api")))]
+pub use dma_op::PoolDmaOp;

@@ -5,6 +5,8 @@
 //! ```text
 //! cargo bench -p swiotlb-bench --bench virtio_blk            # ~25 s once built
 //! cargo bench -p swiotlb-bench --bench virtio_blk -- --test  # one short round, data checked
+//! cargo bench -p swiotlb-bench --bench virtio_blk -- --only swiotlb 64K 1   # one Hal, one
+//!     # row, 5 s: for a profiler (`perf record`), figures only for that Hal
 //! ```
 //!
 //! Each thread drives a `VirtIOBlk` of its own (its own device and queue) with queue depth
@@ -289,8 +291,39 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// `--only HAL SIZE THREADS`: one Hal (`swiotlb` or `pvmfw`), one request size (`4K` or
+/// `64K`) and one thread count, for five seconds.
+fn only(args: &[String]) -> Result<Option<(bool, usize, usize)>, String> {
+    let Some(i) = args.iter().position(|a| a == "--only") else {
+        return Ok(None);
+    };
+    let usage = "--only swiotlb|pvmfw 4K|64K 1|2";
+    let (Some(hal), Some(size), Some(threads)) =
+        (args.get(i + 1), args.get(i + 2), args.get(i + 3))
+    else {
+        return Err(format!("usage: {usage}"));
+    };
+    let ours = match hal.as_str() {
+        "swiotlb" => true,
+        "pvmfw" => false,
+        _ => return Err(format!("{hal:?} is not a Hal; {usage}")),
+    };
+    let size = match size.as_str() {
+        "4K" => 4096,
+        "64K" => 65536,
+        _ => return Err(format!("{size:?} is not a request size; {usage}")),
+    };
+    let threads = match threads.parse() {
+        Ok(t @ (1 | 2)) => t,
+        _ => return Err(format!("{threads:?} is not a thread count; {usage}")),
+    };
+    Ok(Some((ours, size, threads)))
+}
+
 fn main() -> Result<(), String> {
-    let smoke = std::env::args().any(|a| a == "--test");
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--test");
+    let only = only(&args)?;
     let (rounds, secs) = if smoke { (1, 0.02) } else { (5, 0.5) };
 
     let ours =
@@ -316,6 +349,19 @@ fn main() -> Result<(), String> {
         })
         .map_err(|_| "set up twice")?;
 
+    if let Some((mine, size, threads)) = only {
+        let per_s = if mine {
+            run::<Swiotlb>(ours, size, threads, 5.0, false)?
+        } else {
+            run::<PvmfwHal>(theirs, size, threads, 5.0, false)?
+        };
+        println!(
+            "{}: {} KiB requests, {threads} thread(s): {per_s:.0} requests/s",
+            if mine { "swiotlb" } else { "pvmfw" },
+            size >> 10
+        );
+        return Ok(());
+    }
     println!(
         "virtio-blk requests/s, SwiotlbHal against a pvmfw-style Hal: test transport, queue \
          depth {DEPTH} per device (half writes, half reads), one device per thread, \

@@ -59,7 +59,8 @@ impl Table {
 
     /// The table as markdown, padded so that it is aligned as text too.
     pub(crate) fn markdown(&self) -> Vec<String> {
-        let widths = self.widths();
+        // A rule needs three dashes to be one, whatever the column holds.
+        let widths: Vec<usize> = self.widths().into_iter().map(|w| w.max(3)).collect();
         let mut out = vec![format!("| {} |", Self::line(&self.header, &widths, " | "))];
         let rule: Vec<String> = widths
             .iter()
@@ -132,6 +133,10 @@ mod tests {
                 .collect()
         };
         assert!(md.iter().all(|l| bars(l) == bars(&md[0])), "{md:#?}");
+        // An empty header cell still gets a rule of three dashes.
+        let mut t = Table::new(&["", "x"]);
+        t.row(vec![String::new(), "1".into()]);
+        assert_eq!(t.markdown()[1], "| --- | --: |");
     }
 
     #[test]
