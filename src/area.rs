@@ -17,6 +17,10 @@
 //! search that did not). First fit rather than Linux's next fit keeps reusing the same
 //! low slots, which are warm in the cache when the copy runs, and keeps fragmentation low
 //! (address-ordered first fit is among the least fragmenting policies known).
+//!
+//! Before any search, a request looks among the runs given back lately by unmaps of its
+//! size class ([`cache`](crate::cache)), which the area keeps (bits still set) for the next
+//! mapping of their size; a search that fails gives them all back and searches again.
 
 use crate::cache::{Run, RunCache};
 use crate::padded::Padded;
