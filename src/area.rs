@@ -495,7 +495,7 @@ impl<'a, R: RawMutex> AreaGuard<'a, R> {
     fn find(&mut self, p: &Placement) -> Option<usize> {
         let origin = self.area.origin;
         let State { bitmap, cache } = &mut *self.state;
-        if !p.from_top && !cache.is_empty() {
+        if !p.from_top {
             let segment = self.area.segment;
             if let Some(run) = cache.take(p.slots, |at| fits(origin + at as u64, p, segment)) {
                 let at = run.start as usize;

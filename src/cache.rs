@@ -41,8 +41,6 @@ struct Class {
 #[derive(Debug, Default)]
 pub(crate) struct RunCache {
     classes: [Class; CLASSES],
-    /// Runs held, over every class.
-    held: usize,
 }
 
 /// The class of a run of `slots` slots (at least 1): `ceil(log2(slots))`.
@@ -53,10 +51,10 @@ fn class(slots: usize) -> usize {
 }
 
 impl RunCache {
-    /// Whether no run is held.
-    #[inline(always)]
+    /// Whether no run is held (a look at every class: for the rare failed search, not for
+    /// the common path, which looks at one class).
     pub(crate) fn is_empty(&self) -> bool {
-        self.held == 0
+        self.classes.iter().all(|c| c.len == 0)
     }
 
     /// Keeps `run` as the newest of its class. Returns the run it displaces (the class's
@@ -71,7 +69,6 @@ impl RunCache {
         if len < WAYS {
             class.runs[len] = run;
             class.len += 1;
-            self.held += 1;
             return None;
         }
         let oldest = class.runs[0];
@@ -96,7 +93,6 @@ impl RunCache {
                     class.runs[j] = class.runs[j + 1];
                 }
                 class.len -= 1;
-                self.held -= 1;
                 return Some(run);
             }
         }
@@ -111,7 +107,6 @@ impl RunCache {
             }
             class.len = 0;
         }
-        self.held = 0;
     }
 }
 

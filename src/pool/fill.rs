@@ -142,11 +142,13 @@ impl<R: RawMutex> Pool<R> {
         let Some((last, whole)) = cells.split_last() else {
             return;
         };
-        let full = dirty_units(1 << shift, granule);
-        for cell in whole {
-            // Most maps reuse slots with data of the same extent: leave their line clean.
-            if cell.load(Ordering::Relaxed) != full {
-                cell.store(full, Ordering::Relaxed);
+        if !whole.is_empty() {
+            let full = dirty_units(1 << shift, granule);
+            for cell in whole {
+                // Most maps reuse slots with data of the same extent: leave their line clean.
+                if cell.load(Ordering::Relaxed) != full {
+                    cell.store(full, Ordering::Relaxed);
+                }
             }
         }
         // The data's part of the last slot, and what may be dirty past it.
