@@ -27,12 +27,14 @@
 //!   a byte, so whatever their width those accesses are the per-byte atomics above, and a
 //!   concurrent write is no Rust-level data race. With AVX (asked once with `cpuid` and
 //!   `xgetbv`; builds without SSE, as kernels are, never touch vector registers) whole
-//!   32-byte blocks go by `vmovdqu`, four at a time; without it `rep movsb` / `rep stosb`
-//!   take copies from 128 and fills from 768 bytes (measured crossovers), except where the
-//!   destination is 1 to 31 bytes above the source modulo 4 KiB: `rep movsb` is then 25 to
-//!   45 times slower on the build machine's AMD EPYC (Zen 3: a 4 KiB copy took 1.4-2.3 µs
-//!   instead of 50-90 ns; glibc's `memcpy` falls into it too). The rest goes by 8-byte, then
-//!   1-byte moves.
+//!   32-byte blocks go by `vmovdqu`, four at a time, and the rest by one move each of 16,
+//!   8, 4, 2 and 1 bytes as its length needs, all in one call (most copies are of a few
+//!   hundred bytes, where a second call and its tests cost as much as the copy); without
+//!   AVX `rep movsb` / `rep stosb` take copies from 128 and fills from 768 bytes (measured
+//!   crossovers), except where the destination is 1 to 31 bytes above the source modulo 4
+//!   KiB: `rep movsb` is then 25 to 45 times slower on the build machine's AMD EPYC (Zen 3:
+//!   a 4 KiB copy took 1.4-2.3 µs instead of 50-90 ns; glibc's `memcpy` falls into it too).
+//!   The rest goes by 8-byte, then 1-byte moves.
 //! - **Miri**: one relaxed `AtomicU8` access per byte. Miri cannot run assembly; it does
 //!   check races between atomics, and reports racing atomics of different sizes, so a byte
 //!   path keeps a test's byte-writing device thread legal.
