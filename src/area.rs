@@ -550,13 +550,21 @@ impl<'a, R: RawMutex> AreaGuard<'a, R> {
         let area = self.area;
         debug_assert!(area.holds(start) && area.holds(start + count - 1));
         let State { bitmap, cache } = &mut *self.state;
-        let run = Run {
-            start: (start - area.first) as u32,
-            slots: count as u32,
+        let at = start - area.first;
+        // The cache keeps 32-bit slot indices (a run is at most a segment, 16384 slots): a
+        // run past the 2^32nd slot of a huge area (256 GiB of 64-byte slots) goes straight
+        // back.
+        let back = match u32::try_from(at) {
+            Ok(start) if keep => cache
+                .push(Run {
+                    start,
+                    slots: count as u32,
+                })
+                .map(|run| (run.start as usize, run.slots as usize)),
+            _ => Some((at, count)),
         };
-        let back = if keep { cache.push(run) } else { Some(run) };
-        if let Some(run) = back {
-            bitmap.fill(run.start as usize, run.slots as usize, false);
+        if let Some((at, count)) = back {
+            bitmap.fill(at, count, false);
         }
         let used = area.used.load(Ordering::Relaxed);
         debug_assert!(used >= count);
