@@ -20,8 +20,10 @@ mod hygiene;
 mod latency;
 mod mix;
 mod pool_size;
+mod ring;
 mod shared_copy;
 mod threads;
+mod virtio_mix;
 
 fn config() -> Criterion {
     Criterion::default()
@@ -33,6 +35,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench, shared_copy::bench, hygiene::bench
+    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench, shared_copy::bench, hygiene::bench, ring::bench, virtio_mix::bench
 }
 criterion_main!(benches);

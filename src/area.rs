@@ -17,7 +17,12 @@
 //! search that did not). First fit rather than Linux's next fit keeps reusing the same
 //! low slots, which are warm in the cache when the copy runs, and keeps fragmentation low
 //! (address-ordered first fit is among the least fragmenting policies known).
+//!
+//! Before any search, a request looks among the runs given back lately by unmaps of its
+//! size class ([`cache`](crate::cache)), which the area keeps (bits still set) for the next
+//! mapping of their size; a search that fails gives them all back and searches again.
 
+use crate::cache::{Run, RunCache};
 use crate::padded::Padded;
 use crate::slot::Slots;
 use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -342,9 +347,11 @@ pub(crate) struct Area<R> {
     pub(crate) len: usize,
     /// Device slot number of the area's first slot.
     pub(crate) origin: u64,
+    /// Slots in a segment (no run crosses a multiple of it in device slot numbers).
+    segment: u64,
     /// What each of the area's slots holds. Written under the lock, read anywhere.
     pub(crate) slots: Slots,
-    bitmap: Mutex<R, Bitmap>,
+    state: Mutex<R, State>,
     /// Slots in use. Written only under the lock, read anywhere.
     used: AtomicUsize,
     /// Highest `used` has been. Written only under the lock.
@@ -379,22 +386,34 @@ pub struct AreaStats {
     pub failed_searches: usize,
 }
 
+/// What an area's lock protects: which slots are taken, and the runs given back lately.
+#[derive(Debug)]
+struct State {
+    /// Slots of live runs and of the runs in `cache` are set.
+    bitmap: Bitmap,
+    cache: RunCache,
+}
+
 /// An area's lock, held.
 pub(crate) struct AreaGuard<'a, R: RawMutex> {
     area: &'a Area<R>,
-    bitmap: MutexGuard<'a, R, Bitmap>,
+    state: MutexGuard<'a, R, State>,
 }
 
 impl<R: RawMutex> Area<R> {
-    /// An area of `len` free slots from pool slot `first` (device slot number `origin`),
-    /// or `None` if its metadata cannot be allocated.
-    pub(crate) fn new(first: usize, len: usize, origin: u64) -> Option<Self> {
+    /// An area of `len` free slots from pool slot `first` (device slot number `origin`) in
+    /// a pool of `segment`-slot segments, or `None` if its metadata cannot be allocated.
+    pub(crate) fn new(first: usize, len: usize, origin: u64, segment: u64) -> Option<Self> {
         Some(Self {
             first,
             len,
             origin,
+            segment,
             slots: Slots::new(first, len)?,
-            bitmap: Mutex::new(Bitmap::new(len)?),
+            state: Mutex::new(State {
+                bitmap: Bitmap::new(len)?,
+                cache: RunCache::default(),
+            }),
             used: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -405,7 +424,7 @@ impl<R: RawMutex> Area<R> {
     pub(crate) fn lock(&self) -> AreaGuard<'_, R> {
         AreaGuard {
             area: self,
-            bitmap: self.bitmap.lock(),
+            state: self.state.lock(),
         }
     }
 
@@ -413,7 +432,7 @@ impl<R: RawMutex> Area<R> {
     pub(crate) fn try_lock(&self) -> Option<AreaGuard<'_, R>> {
         Some(AreaGuard {
             area: self,
-            bitmap: self.bitmap.try_lock()?,
+            state: self.state.try_lock()?,
         })
     }
 
@@ -453,20 +472,10 @@ impl<'a, R: RawMutex> AreaGuard<'a, R> {
     pub(crate) fn take(&mut self, p: &Placement) -> Option<TakeResult> {
         let area = self.area;
         let used = area.used.load(Ordering::Relaxed);
-        let found = if p.slots > area.len - used {
-            None
-        } else if p.slots == 1 && p.stride == 1 && !p.from_top {
-            // The most common request: any free slot below the limit will do.
-            self.bitmap
-                .next_free(0, area.len)
-                .filter(|at| area.origin + (*at as u64) < p.limit)
-        } else if p.from_top {
-            search_down(&*self.bitmap, area.len, area.origin, p)
-        } else {
-            search(&*self.bitmap, area.len, area.origin, p)
-        };
-        let at = found?;
-        self.bitmap.fill(at, p.slots, true);
+        if p.slots > area.len - used {
+            return None;
+        }
+        let at = self.find(p)?;
         let used = used + p.slots;
         area.used.store(used, Ordering::Relaxed);
         let raised = used > area.high_water.load(Ordering::Relaxed);
@@ -479,22 +488,100 @@ impl<'a, R: RawMutex> AreaGuard<'a, R> {
         })
     }
 
+    /// Finds room for `p` and sets its bits: a run given back lately if one of its class
+    /// fits (the rest of that run goes back to the bitmap), else a search of the bitmap, and
+    /// if that fails while runs are held back, another once they are all given back.
+    #[inline(always)]
+    fn find(&mut self, p: &Placement) -> Option<usize> {
+        let origin = self.area.origin;
+        let State { bitmap, cache } = &mut *self.state;
+        if !p.from_top {
+            let segment = self.area.segment;
+            if let Some(run) = cache.take(p.slots, |at| fits(origin + at as u64, p, segment)) {
+                let at = run.start as usize;
+                let rest = run.slots as usize - p.slots;
+                if rest != 0 {
+                    bitmap.fill(at + p.slots, rest, false);
+                }
+                return Some(at);
+            }
+        }
+        if let Some(at) = self.search(p) {
+            return Some(at);
+        }
+        let State { bitmap, cache } = &mut *self.state;
+        if cache.is_empty() {
+            return None;
+        }
+        cache.drain(|run| bitmap.fill(run.start as usize, run.slots as usize, false));
+        self.search(p)
+    }
+
+    /// Searches the bitmap for `p` and sets the bits of what it finds.
+    #[inline(always)]
+    fn search(&mut self, p: &Placement) -> Option<usize> {
+        let area = self.area;
+        let bitmap = &mut self.state.bitmap;
+        let at = if p.slots == 1 && p.stride == 1 && !p.from_top {
+            // The most common request: any free slot below the limit will do.
+            bitmap
+                .next_free(0, area.len)
+                .filter(|at| area.origin + (*at as u64) < p.limit)
+        } else if p.from_top {
+            search_down(&*bitmap, area.len, area.origin, p)
+        } else {
+            search(&*bitmap, area.len, area.origin, p)
+        }?;
+        bitmap.fill(at, p.slots, true);
+        Some(at)
+    }
+
     /// The area whose lock this is (for as long as the area lives, not only the guard).
     #[inline(always)]
     pub(crate) fn area(&self) -> &'a Area<R> {
         self.area
     }
 
-    /// Gives back `count` slots from pool slot `start`, which `take` handed out.
+    /// Gives back `count` slots from pool slot `start`, which `take` handed out. With
+    /// `keep`, the run waits in the area's cache for the next request of its size (see
+    /// [`cache`](crate::cache)); without, it goes straight back to the bitmap.
     #[inline(always)]
-    pub(crate) fn give(&mut self, start: usize, count: usize) {
+    pub(crate) fn give(&mut self, start: usize, count: usize, keep: bool) {
         let area = self.area;
         debug_assert!(area.holds(start) && area.holds(start + count - 1));
-        self.bitmap.fill(start - area.first, count, false);
+        let State { bitmap, cache } = &mut *self.state;
+        let at = start - area.first;
+        // The cache keeps 32-bit slot indices (a run is at most a segment, 16384 slots): a
+        // run past the 2^32nd slot of a huge area (256 GiB of 64-byte slots) goes straight
+        // back.
+        let back = match u32::try_from(at) {
+            Ok(start) if keep => cache
+                .push(Run {
+                    start,
+                    slots: count as u32,
+                })
+                .map(|run| (run.start as usize, run.slots as usize)),
+            _ => Some((at, count)),
+        };
+        if let Some((at, count)) = back {
+            bitmap.fill(at, count, false);
+        }
         let used = area.used.load(Ordering::Relaxed);
         debug_assert!(used >= count);
         area.used.store(used - count, Ordering::Relaxed);
     }
+}
+
+/// Whether a run for `p` may start at device slot number `dev` (the run itself is known to
+/// be free, to lie in the area and not to cross a segment: every run was placed so).
+#[inline(always)]
+fn fits(dev: u64, p: &Placement, segment: u64) -> bool {
+    let last = dev + p.slots as u64 - 1;
+    // The limit and window tests are written so that they vanish for the common request,
+    // whose limit is `u64::MAX` and whose window is a segment.
+    dev.wrapping_sub(p.phase) & (p.stride - 1) == 0
+        && (p.limit == u64::MAX || dev < p.limit)
+        && (p.window == segment || (dev ^ last) & !(p.window - 1) == 0)
 }
 
 /// What [`AreaGuard::take`] found.
@@ -519,6 +606,72 @@ mod tests {
             limit: u64::MAX,
             from_top: false,
         }
+    }
+
+    type TestArea = Area<crate::sync::SpinRawMutex>;
+
+    /// Takes `p` in `area`, returning the pool slot it got.
+    fn take(area: &TestArea, p: &Placement) -> Option<usize> {
+        area.lock().take(p).map(|t| t.start)
+    }
+
+    #[test]
+    fn a_run_given_back_is_taken_again_by_the_next_request_of_its_class() {
+        let area = TestArea::new(0, 256, 0, 128).unwrap();
+        let a = take(&area, &p(1)).unwrap();
+        let b = take(&area, &p(1)).unwrap();
+        assert_eq!((a, b), (0, 1));
+        area.lock().give(a, 1, true);
+        assert_eq!(area.used(), 1);
+        // First fit would give 0 too; give back 1 and 0 is still the lower, but 1 is newer.
+        area.lock().give(b, 1, true);
+        assert_eq!(take(&area, &p(1)), Some(1));
+        assert_eq!(take(&area, &p(1)), Some(0));
+        // A run of 8 serves a request of 5 (same class); its last 3 slots go back free.
+        let big = take(&area, &p(8)).unwrap();
+        area.lock().give(big, 8, true);
+        assert_eq!(take(&area, &p(5)), Some(big));
+        assert_eq!(take(&area, &p(3)), Some(big + 5));
+        assert_eq!(area.used(), 2 + 8);
+        // Not kept: straight back to the bitmap, found by first fit.
+        area.lock().give(0, 1, false);
+        assert_eq!(take(&area, &p(1)), Some(0));
+    }
+
+    #[test]
+    fn a_run_in_the_cache_must_fit_the_placement() {
+        let area = TestArea::new(0, 256, 0, 128).unwrap();
+        let a = take(&area, &p(1)).unwrap();
+        let odd = take(&area, &p(2)).unwrap();
+        assert_eq!((a, odd), (0, 1));
+        area.lock().give(odd, 2, true);
+        // Two slots aligned to 2: the cached run at 1 does not do, and its slots stay
+        // taken while it waits, so first fit finds 4.
+        let aligned = Placement { stride: 2, ..p(2) };
+        assert_eq!(take(&area, &aligned), Some(4));
+        // Starting below device slot 1: nothing, even once the cache is given back.
+        let limited = Placement { limit: 1, ..p(2) };
+        assert_eq!(take(&area, &limited), None);
+        // The failed search gave the run at 1 back to the bitmap, where first fit finds it.
+        assert_eq!(take(&area, &p(2)), Some(1));
+    }
+
+    #[test]
+    fn a_search_that_fails_gives_back_the_held_runs_and_searches_again() {
+        let area = TestArea::new(0, 64, 0, 128).unwrap();
+        for s in 0..64 {
+            assert_eq!(take(&area, &p(1)), Some(s));
+        }
+        for s in 0..64 {
+            area.lock().give(s, 1, true);
+        }
+        assert_eq!(area.used(), 0);
+        // Some of those wait in the cache with their bits set; the whole area is free.
+        assert_eq!(take(&area, &p(64)), Some(0));
+        assert_eq!(take(&area, &p(1)), None);
+        area.lock().give(0, 64, true);
+        // Too long for any class: straight back.
+        assert_eq!(take(&area, &p(2)), Some(0));
     }
 
     #[test]

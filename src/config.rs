@@ -25,6 +25,9 @@ pub struct Config {
     page_size: usize,
     scrub_on_release: bool,
     area_hint: fn() -> usize,
+    /// Whether `area_hint` was given (else it is the default, which the pool calls
+    /// directly, without going through the pointer).
+    own_hint: bool,
 }
 
 impl Config {
@@ -38,6 +41,7 @@ impl Config {
             page_size: 4096,
             scrub_on_release: false,
             area_hint: crate::sync::thread_hint,
+            own_hint: false,
         }
     }
 
@@ -83,6 +87,7 @@ impl Config {
     /// (without).
     pub const fn with_area_hint(mut self, hint: fn() -> usize) -> Self {
         self.area_hint = hint;
+        self.own_hint = true;
         self
     }
 
@@ -119,6 +124,15 @@ impl Config {
     }
 
     /// Checks every field and returns the number of areas to aim for.
+    /// The area hint the user gave, if any.
+    pub(crate) const fn own_area_hint(&self) -> Option<fn() -> usize> {
+        if self.own_hint {
+            Some(self.area_hint)
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn check(&self) -> Result<usize, ConfigError> {
         if !self.slot_size.is_power_of_two() || !(64..=MAX_SLOT_SIZE).contains(&self.slot_size) {
             return Err(ConfigError::SlotSize(self.slot_size));

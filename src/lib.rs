@@ -70,6 +70,7 @@ extern crate std;
 
 mod api;
 mod area;
+mod cache;
 mod config;
 #[cfg(feature = "dma-api")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dma-api")))]

@@ -27,8 +27,9 @@ pub(crate) struct Padded<T> {
     /// The whole allocation (padding, the elements, padding), from `Box::into_raw`; freed
     /// in `drop`.
     alloc: NonNull<[T]>,
-    /// Index in `alloc` of the first element.
-    skip: usize,
+    /// The first element, derived from `alloc` (kept, rather than its index, so that an
+    /// access is one addition: these arrays are read on every map and unmap).
+    start: NonNull<T>,
     len: usize,
 }
 
@@ -50,18 +51,21 @@ impl<T> Padded<T> {
         // Elements to skip so that the first used one starts on a line boundary.
         let skip = (alloc.cast::<T>().as_ptr().addr().wrapping_neg() % LINE).div_ceil(size);
         debug_assert!(skip <= pad && skip + len <= total);
-        Some(Self { alloc, skip, len })
+        // SAFETY: `skip + len <= total`, the allocation's length (`skip <= pad` and
+        // `len + 2 * pad == total`), so the result is inside (or one past the end of) the
+        // allocation it is derived from, and not null.
+        let start = unsafe { NonNull::new_unchecked(alloc.cast::<T>().as_ptr().add(skip)) };
+        Some(Self { alloc, start, len })
     }
 
     /// The first element.
     #[inline(always)]
     fn start(&self) -> *mut T {
-        // SAFETY: `skip + len <= alloc.len()` (checked in `new`), so the result is inside
-        // (or one past the end of) the allocation it is derived from.
-        unsafe { self.alloc.cast::<T>().as_ptr().add(self.skip) }
+        self.start.as_ptr()
     }
 
     /// Mutable access to the elements.
+    #[inline(always)]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
         // SAFETY: `start..start + len` lies inside the allocation, which `self` owns and
         // which `&mut self` borrows exclusively.

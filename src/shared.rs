@@ -27,12 +27,14 @@
 //!   a byte, so whatever their width those accesses are the per-byte atomics above, and a
 //!   concurrent write is no Rust-level data race. With AVX (asked once with `cpuid` and
 //!   `xgetbv`; builds without SSE, as kernels are, never touch vector registers) whole
-//!   32-byte blocks go by `vmovdqu`, four at a time; without it `rep movsb` / `rep stosb`
-//!   take copies from 128 and fills from 768 bytes (measured crossovers), except where the
-//!   destination is 1 to 31 bytes above the source modulo 4 KiB: `rep movsb` is then 25 to
-//!   45 times slower on the build machine's AMD EPYC (Zen 3: a 4 KiB copy took 1.4-2.3 µs
-//!   instead of 50-90 ns; glibc's `memcpy` falls into it too). The rest goes by 8-byte, then
-//!   1-byte moves.
+//!   32-byte blocks go by `vmovdqu`, four at a time, and the rest by one move each of 16,
+//!   8, 4, 2 and 1 bytes as its length needs, all in one call (most copies are of a few
+//!   hundred bytes, where a second call and its tests cost as much as the copy); without
+//!   AVX `rep movsb` / `rep stosb` take copies from 128 and fills from 768 bytes (measured
+//!   crossovers), except where the destination is 1 to 31 bytes above the source modulo 4
+//!   KiB: `rep movsb` is then 25 to 45 times slower on the build machine's AMD EPYC (Zen 3:
+//!   a 4 KiB copy took 1.4-2.3 µs instead of 50-90 ns; glibc's `memcpy` falls into it too).
+//!   The rest goes by 8-byte, then 1-byte moves.
 //! - **Miri**: one relaxed `AtomicU8` access per byte. Miri cannot run assembly; it does
 //!   check races between atomics, and reports racing atomics of different sizes, so a byte
 //!   path keeps a test's byte-writing device thread legal.
@@ -74,6 +76,7 @@ use self::x86 as imp;
 ///   relaxed atomic store.
 /// - `src` must be valid for reads of `len` bytes, must not overlap `dst..dst + len`, and
 ///   must not be written by anyone during the call.
+#[inline]
 pub unsafe fn copy_to_shared(dst: *mut u8, src: *const u8, len: usize) {
     // SAFETY: the caller's contract, which is every path's.
     unsafe { imp::copy_to(dst, src, len) }
@@ -88,6 +91,7 @@ pub unsafe fn copy_to_shared(dst: *mut u8, src: *const u8, len: usize) {
 ///   each byte of `src` is read once, as if by a relaxed atomic load.
 /// - `dst` must be valid for writes of `len` bytes, must not overlap `src..src + len`, and
 ///   must not be read or written by anyone else during the call.
+#[inline]
 pub unsafe fn copy_from_shared(dst: *mut u8, src: *const u8, len: usize) {
     // SAFETY: the caller's contract, which is every path's.
     unsafe { imp::copy_from(dst, src, len) }
@@ -100,6 +104,7 @@ pub unsafe fn copy_from_shared(dst: *mut u8, src: *const u8, len: usize) {
 /// `dst` must be valid for reads and writes of `len` bytes. Other agents may read and write
 /// them concurrently with atomic or machine-level accesses; each byte is written once, as if
 /// by a relaxed atomic store.
+#[inline]
 pub unsafe fn fill_shared(dst: *mut u8, byte: u8, len: usize) {
     // SAFETY: the caller's contract, which is every path's.
     unsafe { imp::fill(dst, byte, len) }
@@ -194,39 +199,57 @@ mod x86 {
     /// at 768).
     const REP_STOSB_MIN: usize = 768;
 
+    #[inline(always)]
     pub(super) unsafe fn copy_to(dst: *mut u8, src: *const u8, len: usize) {
         // SAFETY: the caller's contract; `avx()` says whether AVX may be used.
         unsafe { copy(dst, src, len, avx()) }
     }
     pub(super) use self::copy_to as copy_from;
 
+    #[inline(always)]
     pub(super) unsafe fn fill(dst: *mut u8, byte: u8, len: usize) {
         // SAFETY: the caller's contract; `avx()` says whether AVX may be used.
         unsafe { fill_with(dst, byte, len, avx()) }
     }
 
-    /// Copies `len` bytes by AVX blocks if `avx`, else by `rep movsb`, then what is left by
-    /// 8-byte and 1-byte moves.
+    /// Copies `len` bytes by AVX if `avx` (one call, whatever the length: most copies are
+    /// of a few hundred bytes, where a second call and its checks cost as much as the
+    /// copy), else by `rep movsb` and 8-byte and 1-byte moves.
     ///
     /// # Safety
     ///
     /// As [`copy_to_shared`](super::copy_to_shared), whichever side is shared; `avx` only if
     /// [`avx()`] is.
+    #[inline(always)]
     #[cfg_attr(not(target_feature = "sse2"), allow(unused_variables))]
     pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize, avx: bool) {
+        #[cfg(target_feature = "sse2")]
+        if avx {
+            // SAFETY: the caller's contract; the caller checked AVX.
+            return unsafe { avx::copy(dst, src, len) };
+        }
+        // SAFETY: the caller's contract.
+        unsafe { copy_without_avx(dst, src, len) }
+    }
+
+    /// Copies `len` bytes by `rep movsb`, then what is left by 8-byte and 1-byte moves.
+    ///
+    /// # Safety
+    ///
+    /// As [`copy_to_shared`](super::copy_to_shared), whichever side is shared.
+    #[inline(never)]
+    unsafe fn copy_without_avx(dst: *mut u8, src: *const u8, len: usize) {
         // `rep movsb` is slow when the destination is 1 to 31 bytes above the source, mod 4 KiB.
         let slow_rep = (1..32).contains(&((dst as usize).wrapping_sub(src as usize) % 4096));
-        let done = match () {
-            #[cfg(target_feature = "sse2")]
-            // SAFETY: in bounds (`len & !31 <= len`); the caller checked AVX.
-            () if avx && len >= 32 => unsafe { avx::copy(dst, src, len & !31) },
+        let done = if len >= REP_MOVSB_MIN && !slow_rep {
             // SAFETY: the caller's ranges; the direction flag is clear on entry to `asm!`.
-            () if len >= REP_MOVSB_MIN && !slow_rep => unsafe {
+            unsafe {
                 asm!("rep movsb", inout("rcx") len => _, inout("rdi") dst => _,
                     inout("rsi") src => _, options(nostack, preserves_flags));
-                len
-            },
-            () => 0,
+            }
+            len
+        } else {
+            0
         };
         // SAFETY: the `len - done` bytes after the `done` copied, in bounds by the contract.
         unsafe {
@@ -244,24 +267,39 @@ mod x86 {
         };
     }
 
-    /// Sets `len` bytes to `byte`, as [`copy`] copies (with `rep stosb`).
+    /// Sets `len` bytes to `byte`, as [`copy`] copies (with `rep stosb` without AVX).
     ///
     /// # Safety
     ///
     /// As [`fill_shared`](super::fill_shared); `avx` as for [`copy`].
+    #[inline(always)]
     #[cfg_attr(not(target_feature = "sse2"), allow(unused_variables))]
     pub(super) unsafe fn fill_with(dst: *mut u8, byte: u8, len: usize, avx: bool) {
-        let done = match () {
-            #[cfg(target_feature = "sse2")]
-            // SAFETY: in bounds (`len & !31 <= len`); the caller checked AVX.
-            () if avx && len >= 32 => unsafe { avx::fill(dst, byte, len & !31) },
+        #[cfg(target_feature = "sse2")]
+        if avx {
+            // SAFETY: the caller's contract; the caller checked AVX.
+            return unsafe { avx::fill(dst, byte, len) };
+        }
+        // SAFETY: the caller's contract.
+        unsafe { fill_without_avx(dst, byte, len) }
+    }
+
+    /// Sets `len` bytes to `byte` by `rep stosb`, then 8-byte and 1-byte stores.
+    ///
+    /// # Safety
+    ///
+    /// As [`fill_shared`](super::fill_shared).
+    #[inline(never)]
+    unsafe fn fill_without_avx(dst: *mut u8, byte: u8, len: usize) {
+        let done = if len >= REP_STOSB_MIN {
             // SAFETY: the caller's range; the direction flag is clear on entry to `asm!`.
-            () if len >= REP_STOSB_MIN => unsafe {
+            unsafe {
                 asm!("rep stosb", inout("rcx") len => _, inout("rdi") dst => _,
                     in("al") byte, options(nostack, preserves_flags));
-                len
-            },
-            () => 0,
+            }
+            len
+        } else {
+            0
         };
         // SAFETY: the `len - done` bytes after the `done` set, in bounds by the contract.
         unsafe {
@@ -279,6 +317,7 @@ mod x86 {
 
     /// Whether AVX may be used: never in builds without SSE (kernels, which do not save
     /// vector registers for themselves); otherwise asked of the CPU once.
+    #[inline(always)]
     fn avx() -> bool {
         #[cfg(target_feature = "sse2")]
         return avx::detected();
@@ -292,15 +331,21 @@ mod x86 {
         use core::arch::asm;
 
         /// Whether the CPU has AVX and the OS saves YMM registers, asked once.
+        #[inline(always)]
         pub(super) fn detected() -> bool {
             static KNOWN: AtomicU8 = AtomicU8::new(0); // 0: not asked yet, 1: no, 2: yes.
-            if KNOWN.load(Relaxed) == 0 {
-                KNOWN.store(1 + u8::from(ask()), Relaxed);
+            match KNOWN.load(Relaxed) {
+                0 => {
+                    let avx = ask();
+                    KNOWN.store(1 + u8::from(avx), Relaxed);
+                    avx
+                }
+                known => known == 2,
             }
-            KNOWN.load(Relaxed) == 2
         }
 
         /// `cpuid` leaf 1 has OSXSAVE and AVX, and `xgetbv` shows SSE and AVX state enabled.
+        #[cold]
         fn ask() -> bool {
             const OSXSAVE_AVX: u32 = 3 << 27;
             #[allow(unused_unsafe)] // `__cpuid` is safe in recent Rust, unsafe in older.
@@ -318,11 +363,11 @@ mod x86 {
             xcr0 & 0b110 == 0b110
         }
 
-        /// Copies `len` bytes, a multiple of 32, in 32-byte blocks (four at a time while 128
-        /// bytes remain); returns `len`.
+        /// Copies `len` bytes: 32-byte blocks (four at a time while 128 bytes remain), then
+        /// one move each of 16, 8, 4, 2 and 1 bytes as the rest needs, so that every byte is
+        /// read and written once.
         #[target_feature(enable = "avx")]
-        pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
-            debug_assert_eq!(len % 32, 0);
+        pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
             // SAFETY: reads `src..src + len` and writes `dst..dst + len` once each, ranges
             // the caller vouched for; the CPU has AVX (caller); `vzeroupper` on the way out.
             unsafe {
@@ -334,22 +379,32 @@ mod x86 {
                     "vmovdqu [{d} + {i}], {a}", "vmovdqu [{d} + {i} + 32], {b}",
                     "vmovdqu [{d} + {i} + 64], {c}", "vmovdqu [{d} + {i} + 96], {e}",
                     "add {i}, 128", "cmp {i}, {big}", "jb 2b",
-                    "3:", "cmp {i}, {n}", "jae 5f",
+                    "3:", "cmp {i}, {n32}", "jae 5f",
                     "4:", "vmovdqu {a}, [{s} + {i}]", "vmovdqu [{d} + {i}], {a}",
-                    "add {i}, 32", "cmp {i}, {n}", "jb 4b",
-                    "5:", "vzeroupper",
-                    d = in(reg) dst, s = in(reg) src, n = in(reg) len, big = in(reg) len & !127,
-                    i = inout(reg) 0usize => _, a = out(ymm_reg) _, b = out(ymm_reg) _,
-                    c = out(ymm_reg) _, e = out(ymm_reg) _, options(nostack),
+                    "add {i}, 32", "cmp {i}, {n32}", "jb 4b",
+                    "5:", "cmp {i}, {n}", "je 9f",
+                    "test {n:l}, 16", "jz 6f",
+                    "vmovdqu {a:x}, [{s} + {i}]", "vmovdqu [{d} + {i}], {a:x}", "add {i}, 16",
+                    "6:", "test {n:l}, 8", "jz 7f",
+                    "mov {t}, [{s} + {i}]", "mov [{d} + {i}], {t}", "add {i}, 8",
+                    "7:", "test {n:l}, 4", "jz 8f",
+                    "mov {t:e}, [{s} + {i}]", "mov [{d} + {i}], {t:e}", "add {i}, 4",
+                    "8:", "test {n:l}, 2", "jz 22f",
+                    "mov {t:x}, [{s} + {i}]", "mov [{d} + {i}], {t:x}", "add {i}, 2",
+                    "22:", "test {n:l}, 1", "jz 9f",
+                    "mov {t:l}, [{s} + {i}]", "mov [{d} + {i}], {t:l}",
+                    "9:", "vzeroupper",
+                    d = in(reg) dst, s = in(reg) src, n = in(reg) len, n32 = in(reg) len & !31,
+                    big = in(reg) len & !127, i = inout(reg) 0usize => _, t = out(reg) _,
+                    a = out(ymm_reg) _, b = out(ymm_reg) _, c = out(ymm_reg) _,
+                    e = out(ymm_reg) _, options(nostack),
                 )
             };
-            len
         }
 
-        /// Sets `len` bytes, a multiple of 32, to `byte`, as [`copy`] copies; returns `len`.
+        /// Sets `len` bytes to `byte`, as [`copy`] copies.
         #[target_feature(enable = "avx")]
-        pub(super) unsafe fn fill(dst: *mut u8, byte: u8, len: usize) -> usize {
-            debug_assert_eq!(len % 32, 0);
+        pub(super) unsafe fn fill(dst: *mut u8, byte: u8, len: usize) {
             // SAFETY: writes `dst..dst + len` once, a range the caller vouched for; the CPU
             // has AVX (caller); `vzeroupper` on the way out.
             unsafe {
@@ -361,15 +416,21 @@ mod x86 {
                     "vmovdqu [{d} + {i}], {a}", "vmovdqu [{d} + {i} + 32], {a}",
                     "vmovdqu [{d} + {i} + 64], {a}", "vmovdqu [{d} + {i} + 96], {a}",
                     "add {i}, 128", "cmp {i}, {big}", "jb 2b",
-                    "3:", "cmp {i}, {n}", "jae 5f",
-                    "4:", "vmovdqu [{d} + {i}], {a}", "add {i}, 32", "cmp {i}, {n}", "jb 4b",
-                    "5:", "vzeroupper",
-                    d = in(reg) dst, n = in(reg) len, big = in(reg) len & !127,
-                    w = in(reg) u32::from_ne_bytes([byte; 4]), i = inout(reg) 0usize => _,
+                    "3:", "cmp {i}, {n32}", "jae 5f",
+                    "4:", "vmovdqu [{d} + {i}], {a}", "add {i}, 32", "cmp {i}, {n32}", "jb 4b",
+                    "5:", "cmp {i}, {n}", "je 9f",
+                    "test {n:l}, 16", "jz 6f", "vmovdqu [{d} + {i}], {a:x}", "add {i}, 16",
+                    "6:", "test {n:l}, 8", "jz 7f", "mov [{d} + {i}], {q}", "add {i}, 8",
+                    "7:", "test {n:l}, 4", "jz 8f", "mov [{d} + {i}], {q:e}", "add {i}, 4",
+                    "8:", "test {n:l}, 2", "jz 22f", "mov [{d} + {i}], {q:x}", "add {i}, 2",
+                    "22:", "test {n:l}, 1", "jz 9f", "mov [{d} + {i}], {q:l}",
+                    "9:", "vzeroupper",
+                    d = in(reg) dst, n = in(reg) len, n32 = in(reg) len & !31,
+                    big = in(reg) len & !127, w = in(reg) u32::from_ne_bytes([byte; 4]),
+                    q = in(reg) u64::from_ne_bytes([byte; 8]), i = inout(reg) 0usize => _,
                     a = out(ymm_reg) _, options(nostack),
                 )
             };
-            len
         }
     }
 }

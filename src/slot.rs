@@ -60,6 +60,19 @@ const DIRTY_UNITS_SHIFT: u32 = 7;
 /// Largest segment the tag's distance field can describe.
 pub(crate) const MAX_SEGMENT_SLOTS: usize = 1 << 14;
 
+/// log2 of the granule, in bytes, that the dirty prefixes of slots of `1 << slot_shift`
+/// bytes are counted in.
+pub(crate) const fn dirty_shift(slot_shift: u32) -> u32 {
+    slot_shift.saturating_sub(DIRTY_UNITS_SHIFT)
+}
+
+/// Granules of `1 << shift` bytes that `bytes` bytes take (a dirty prefix, at most a slot:
+/// 128 at most, so it fits a `u8`).
+#[inline(always)]
+pub(crate) fn dirty_units(bytes: usize, shift: u32) -> u8 {
+    ((bytes + (1 << shift) - 1) >> shift) as u8
+}
+
 const KIND_SHIFT: u32 = 14;
 const KIND_FREE: u16 = 0;
 const KIND_PAD: u16 = 1;
@@ -78,6 +91,7 @@ pub(crate) enum Use {
 }
 
 impl Use {
+    #[inline(always)]
     fn bits(self) -> u16 {
         match self {
             Use::Stream(Direction::ToDevice) => 0,
@@ -87,6 +101,7 @@ impl Use {
         }
     }
 
+    #[inline(always)]
     fn from_bits(bits: u16) -> Self {
         match bits & 3 {
             0 => Use::Stream(Direction::ToDevice),
@@ -114,7 +129,8 @@ pub(crate) enum Tag {
 }
 
 impl Tag {
-    fn encode(self) -> u16 {
+    #[inline(always)]
+    pub(crate) fn encode(self) -> u16 {
         match self {
             Tag::Free => KIND_FREE << KIND_SHIFT,
             Tag::Pad => KIND_PAD << KIND_SHIFT,
@@ -129,6 +145,7 @@ impl Tag {
         }
     }
 
+    #[inline(always)]
     fn decode(raw: u16) -> Self {
         match raw >> KIND_SHIFT {
             KIND_FREE => Tag::Free,
@@ -158,16 +175,38 @@ pub(crate) struct Head {
     pub(crate) orig: *mut u8,
 }
 
+impl Head {
+    /// The tag its slot holds.
+    #[inline(always)]
+    pub(crate) fn tag(&self) -> u16 {
+        Tag::Head {
+            use_: self.use_,
+            offset: self.offset,
+        }
+        .encode()
+    }
+}
+
 // === impl Slots ===
 
 /// The metadata arrays of one area, indexed by pool slot number from `first`.
 #[derive(Debug)]
 pub(crate) struct Slots {
     first: usize,
+    /// Slots described: the length of every array.
+    count: usize,
     tag: Padded<AtomicU16>,
     len: Padded<AtomicU32>,
     orig: Padded<AtomicPtr<u8>>,
     dirty: Padded<AtomicU8>,
+}
+
+/// One slot's cells, found with one bounds check for all four arrays.
+struct Cells<'a> {
+    tag: &'a AtomicU16,
+    len: &'a AtomicU32,
+    orig: &'a AtomicPtr<u8>,
+    dirty: &'a AtomicU8,
 }
 
 impl Slots {
@@ -176,6 +215,7 @@ impl Slots {
     pub(crate) fn new(first: usize, count: usize) -> Option<Self> {
         Some(Self {
             first,
+            count,
             tag: Padded::new(count, || AtomicU16::new(Tag::Free.encode()))?,
             len: Padded::new(count, || AtomicU32::new(0))?,
             orig: Padded::new(count, || AtomicPtr::new(ptr::null_mut()))?,
@@ -183,46 +223,79 @@ impl Slots {
         })
     }
 
-    /// Bytes of metadata per slot (the three arrays; the bitmap bit is extra).
+    /// Bytes of metadata per slot (the four arrays; the bitmap bit is extra).
     pub(crate) const BYTES_PER_SLOT: usize = core::mem::size_of::<AtomicU16>()
         + core::mem::size_of::<AtomicU32>()
         + core::mem::size_of::<AtomicPtr<u8>>()
         + core::mem::size_of::<AtomicU8>();
 
+    /// The cells of pool slot `slot`, which must be one of this area's (every caller has
+    /// found it in the area, or been handed it by the area's own search).
     #[inline(always)]
-    pub(crate) fn tag(&self, slot: usize) -> Tag {
-        Tag::decode(self.tag[slot - self.first].load(Ordering::Relaxed))
+    fn cells(&self, slot: usize) -> Cells<'_> {
+        let i = slot.wrapping_sub(self.first);
+        // One check for the four arrays, instead of one an access. A slot outside the area
+        // is a bug of the pool's, never the caller's: the callers map addresses to areas.
+        assert!(i < self.count, "slot {slot} outside its area");
+        // SAFETY: `i < count`, the length of each of the four arrays (`new`).
+        unsafe {
+            Cells {
+                tag: self.tag.get_unchecked(i),
+                len: self.len.get_unchecked(i),
+                orig: self.orig.get_unchecked(i),
+                dirty: self.dirty.get_unchecked(i),
+            }
+        }
     }
 
-    #[inline]
-    fn set_tag(&self, slot: usize, tag: Tag) {
-        self.tag[slot - self.first].store(tag.encode(), Ordering::Relaxed);
+    #[inline(always)]
+    pub(crate) fn tag(&self, slot: usize) -> Tag {
+        Tag::decode(self.raw_tag(slot))
+    }
+
+    /// The slot's tag as stored.
+    #[inline(always)]
+    pub(crate) fn raw_tag(&self, slot: usize) -> u16 {
+        self.cells(slot).tag.load(Ordering::Relaxed)
+    }
+
+    /// Area index of pool slots `start..start + count`, which must be this area's (checked
+    /// once for the whole run).
+    #[inline(always)]
+    fn run_index(&self, start: usize, count: usize) -> usize {
+        let i = start.wrapping_sub(self.first);
+        assert!(
+            i < self.count && count <= self.count - i,
+            "run outside its area"
+        );
+        i
     }
 
     /// Records a new run: `pad` padding slots from `start`, then the head, then body slots
     /// up to `start + count`. The caller holds the area lock and has just reserved the run.
     #[inline(always)]
     pub(crate) fn write_run(&self, start: usize, count: usize, pad: usize, head: Head) {
-        debug_assert!(pad < count && start >= self.first);
-        debug_assert!(start + count <= self.first + self.tag.len());
+        debug_assert!(pad < count);
         debug_assert_eq!(head.slot, start + pad);
-        if pad != 0 {
-            for slot in start..start + pad {
-                self.set_tag(slot, Tag::Pad);
-            }
+        let i = self.run_index(start, count);
+        // SAFETY: `i + count` is at most the arrays' length (`run_index`), and `pad < count`.
+        let (tags, h) = unsafe { (self.tag.get_unchecked(i..i + count), i + pad) };
+        // SAFETY: as above, `h < i + count`.
+        unsafe {
+            self.orig
+                .get_unchecked(h)
+                .store(head.orig, Ordering::Relaxed);
+            self.len
+                .get_unchecked(h)
+                .store(head.len as u32, Ordering::Relaxed);
         }
-        self.orig[head.slot - self.first].store(head.orig, Ordering::Relaxed);
-        self.len[head.slot - self.first].store(head.len as u32, Ordering::Relaxed);
-        self.set_tag(
-            head.slot,
-            Tag::Head {
-                use_: head.use_,
-                offset: head.offset,
-            },
-        );
-        if count > pad + 1 {
-            for (back, slot) in (head.slot + 1..start + count).enumerate() {
-                self.set_tag(slot, Tag::Body { back: back + 1 });
+        tags[pad].store(head.tag(), Ordering::Relaxed);
+        if count > 1 {
+            for tag in &tags[..pad] {
+                tag.store(Tag::Pad.encode(), Ordering::Relaxed);
+            }
+            for (back, tag) in tags[pad + 1..].iter().enumerate() {
+                tag.store(Tag::Body { back: back + 1 }.encode(), Ordering::Relaxed);
             }
         }
     }
@@ -230,9 +303,25 @@ impl Slots {
     /// Marks `start..start + count` free again. The caller holds the area lock.
     #[inline(always)]
     pub(crate) fn clear_run(&self, start: usize, count: usize) {
-        for slot in start..start + count {
-            self.set_tag(slot, Tag::Free);
+        let i = self.run_index(start, count);
+        // SAFETY: `i + count` is at most the tag array's length (`run_index`).
+        let tags = unsafe { self.tag.get_unchecked(i..i + count) };
+        tags[0].store(Tag::Free.encode(), Ordering::Relaxed);
+        // Most runs are one slot: no loop (which the compiler would unroll) for them.
+        if count > 1 {
+            for tag in &tags[1..] {
+                tag.store(Tag::Free.encode(), Ordering::Relaxed);
+            }
         }
+    }
+
+    /// The dirty prefixes of pool slots `start..start + count` (in granules of the
+    /// [`dirty_shift`] of the slot size). Only the run's owner reads or writes them.
+    #[inline(always)]
+    pub(crate) fn dirty_run(&self, start: usize, count: usize) -> &[AtomicU8] {
+        let i = self.run_index(start, count);
+        // SAFETY: `i + count` is at most the dirty array's length (`run_index`).
+        unsafe { self.dirty.get_unchecked(i..i + count) }
     }
 
     /// The head of the live run that holds `slot` (one of this area's), if `slot` holds
@@ -247,23 +336,57 @@ impl Slots {
             Tag::Body { back } => slot.checked_sub(back).filter(|h| *h >= self.first)?,
             Tag::Free | Tag::Pad => return None,
         };
-        match self.tag(head) {
+        let cells = self.cells(head);
+        match Tag::decode(cells.tag.load(Ordering::Relaxed)) {
             Tag::Head { use_, offset } => Some(Head {
                 slot: head,
                 use_,
                 offset,
-                len: self.len[head - self.first].load(Ordering::Relaxed) as usize,
-                orig: self.orig[head - self.first].load(Ordering::Relaxed),
+                len: cells.len.load(Ordering::Relaxed) as usize,
+                orig: cells.orig.load(Ordering::Relaxed),
             }),
             _ => None,
         }
+    }
+
+    /// The mapping whose head is `slot`, if its tag is exactly `tag` (a head of that use
+    /// with that offset) and its length `len`: one comparison of each, for the callers that
+    /// know what they expect (unmap), which fall back to [`head_of`](Self::head_of) to
+    /// tell what is wrong otherwise.
+    #[inline(always)]
+    pub(crate) fn head_if(&self, slot: usize, tag: u16, len: usize) -> Option<Head> {
+        let cells = self.cells(slot);
+        if cells.tag.load(Ordering::Relaxed) != tag
+            || cells.len.load(Ordering::Relaxed) as usize != len
+        {
+            return None;
+        }
+        let Tag::Head { use_, offset } = Tag::decode(tag) else {
+            return None;
+        };
+        Some(Head {
+            slot,
+            use_,
+            offset,
+            len,
+            orig: cells.orig.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Whether `head` is still what its slot records (tag, length and original).
+    #[inline(always)]
+    pub(crate) fn still(&self, head: &Head) -> bool {
+        let cells = self.cells(head.slot);
+        cells.tag.load(Ordering::Relaxed) == head.tag()
+            && cells.len.load(Ordering::Relaxed) as usize == head.len
+            && cells.orig.load(Ordering::Relaxed) == head.orig
     }
 
     /// Bytes from the start of `slot` that may hold data (a multiple of the granule, a
     /// 128th of a slot of `1 << slot_shift` bytes). Only the slot's owner calls this.
     #[inline(always)]
     pub(crate) fn dirty(&self, slot: usize, slot_shift: u32) -> usize {
-        let units = self.dirty[slot - self.first].load(Ordering::Relaxed) as usize;
+        let units = self.cells(slot).dirty.load(Ordering::Relaxed) as usize;
         units << slot_shift.saturating_sub(DIRTY_UNITS_SHIFT)
     }
 
@@ -274,7 +397,7 @@ impl Slots {
         debug_assert!(bytes <= 1 << slot_shift);
         let shift = slot_shift.saturating_sub(DIRTY_UNITS_SHIFT);
         let units = bytes.div_ceil(1 << shift);
-        let cell = &self.dirty[slot - self.first];
+        let cell = self.cells(slot).dirty;
         // Most maps reuse a slot with data of the same extent: leave its line clean then.
         if cell.load(Ordering::Relaxed) as usize != units {
             cell.store(units as u8, Ordering::Relaxed);
@@ -285,7 +408,7 @@ impl Slots {
     #[inline(always)]
     pub(crate) fn pad_before(&self, head: usize, floor: usize) -> usize {
         let mut pad = 0;
-        while head - pad > floor && self.tag(head - pad - 1) == Tag::Pad {
+        while head - pad > floor && self.raw_tag(head - pad - 1) == Tag::Pad.encode() {
             pad += 1;
         }
         pad

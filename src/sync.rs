@@ -211,14 +211,26 @@ mod mutex {
 
 /// The default area hint: a number of the calling thread's own (given out in turn, so
 /// threads spread over the areas), or 0 where there are no threads to tell apart.
+#[inline]
 pub(crate) fn thread_hint() -> usize {
     #[cfg(all(feature = "std", not(loom)))]
     {
+        use core::cell::Cell;
         static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
         std::thread_local! {
-            static HINT: usize = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            // Given out on first use; a constant initialiser, so that reading it is one
+            // load (a lazily initialised thread-local checks its state on every access).
+            static HINT: Cell<usize> = const { Cell::new(usize::MAX) };
         }
-        HINT.with(|hint| *hint)
+        HINT.with(|hint| match hint.get() {
+            usize::MAX => {
+                let new =
+                    NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) & (usize::MAX >> 1);
+                hint.set(new);
+                new
+            }
+            known => known,
+        })
     }
     #[cfg(not(all(feature = "std", not(loom))))]
     {

@@ -212,6 +212,64 @@ fn a_device_thread_writes_while_the_cpu_copies() {
     assert_eq!(pool.stats().used_slots, 0);
 }
 
+/// The common path and the run cache: plain mappings of one, two and several slots given
+/// back and taken again by the next mapping of their size class (the rest of a longer run
+/// going back free), then one as long as a segment, which finds room only once every held
+/// run is given back, and zero fill into a reused run.
+#[test]
+fn runs_given_back_are_taken_again_and_a_long_mapping_gets_them_all() {
+    let pool = small_pool();
+    let none = Constraints::NONE;
+    let mut bufs: Vec<Vec<u8>> = [300usize, 900, 2500, 2000]
+        .iter()
+        .map(|&len| (0..len).map(|i| i as u8).collect())
+        .collect();
+    let dir = Direction::Bidirectional;
+    for _round in 0..2 {
+        let mut live = Vec::new();
+        for buf in &mut bufs {
+            // SAFETY: each buffer outlives its mapping and is untouched meanwhile.
+            let dma = unsafe { pool.map(NonNull::from(&mut buf[..]), dir, &none) }.unwrap();
+            assert_eq!(read(&pool, dma, buf.len()), *buf);
+            live.push(dma);
+        }
+        for (buf, dma) in bufs.iter_mut().zip(live) {
+            write(&pool, dma, &[0xee; 3]);
+            // SAFETY: the live mapping of `buf`, given afresh.
+            unsafe { pool.unmap_into(dma, NonNull::from(&mut buf[..]), dir, Attrs::NONE) }.unwrap();
+            assert_eq!(&buf[..3], &[0xee; 3]);
+            buf[..3].copy_from_slice(&[0, 1, 2]);
+        }
+    }
+    assert_eq!(pool.stats().used_slots, 0);
+    // A whole segment (8 slots of 512 bytes), zero-filled: held runs must come back first.
+    let mut big = vec![0x77u8; 8 * 512];
+    let zero = Attrs::ZERO_FILL;
+    // SAFETY: as above.
+    let dma = unsafe {
+        pool.map_attrs(
+            NonNull::from(&mut big[..]),
+            Direction::FromDevice,
+            &none,
+            zero,
+        )
+    }
+    .unwrap();
+    assert!(read(&pool, dma, big.len()).iter().all(|&b| b == 0));
+    // SAFETY: as above.
+    unsafe {
+        pool.unmap_into(
+            dma,
+            NonNull::from(&mut big[..]),
+            Direction::FromDevice,
+            Attrs::NONE,
+        )
+    }
+    .unwrap();
+    assert!(big.iter().all(|&b| b == 0));
+    assert_eq!(pool.stats().used_slots, 0);
+}
+
 /// The safe guards: a `DmaMut` whose buffer the CPU writes through `as_mut_slice` between
 /// syncs (which invalidates any pointer taken at map: the guard must hand the pool fresh
 /// ones), a `DmaRef`, owned buffers moved through a queue before their unmap, and a

@@ -8,11 +8,11 @@
 //! given an address and a size) takes the handle apart with [`Coherent::into_raw`] and
 //! frees with the `unsafe` [`Pool::free_raw`], whose contract carries the ownership.
 
-use super::placement::Reserved;
+use super::placement::{NewHead, Reserved};
 use super::{Pool, Prepare};
 use crate::error::{LookupError, MapError};
 use crate::request::{Constraints, DmaAddr};
-use crate::slot::{Head, Use};
+use crate::slot::Use;
 use core::ptr::{self, NonNull};
 use lock_api::RawMutex;
 
@@ -108,13 +108,12 @@ impl<R: RawMutex> Pool<R> {
     /// ([`MapError::TooLarge`] above it, whatever the size).
     pub fn alloc(&self, size: usize, constraints: &Constraints) -> Result<Coherent, MapError> {
         let req = self.coherent_request(size, constraints)?;
-        let Reserved { area, start } = self.reserve(&req, |slot| Head {
-            slot,
+        let head = NewHead {
             use_: Use::Coherent,
-            offset: 0,
             len: size,
             orig: ptr::null_mut(),
-        })?;
+        };
+        let Reserved { area, start } = self.reserve(&req, head)?;
         let at = start << self.slot_shift;
         // SAFETY: the run is reserved for this allocation (ours until we return it) and lies
         // in the pool.

@@ -10,6 +10,8 @@
 use super::Pool;
 use crate::area::Area;
 use crate::shared::fill_shared;
+use crate::slot::dirty_units;
+use crate::sync::Ordering;
 use core::ops::Range;
 use lock_api::RawMutex;
 
@@ -79,6 +81,16 @@ impl<R: RawMutex> Pool<R> {
     ) {
         let shift = self.slot_shift;
         let size = 1usize << shift;
+        debug_assert!(count > 0 && !data.is_empty());
+        debug_assert!(start << shift <= data.start && data.end <= (start + count) << shift);
+        if prepare != Prepare::ZeroAll && data.start == start << shift {
+            // The data starts the run (no padding, no offset: every mapping without
+            // `min_align_mask`), and so ends in its last slot: every slot before that is all
+            // data, and only the last can have dirty bytes past the data.
+            // SAFETY: the caller's promise, passed on.
+            unsafe { self.prepare_from_start(area, start, count, data.len(), prepare) };
+            return;
+        }
         let mut zeroes = Zeroes {
             pool: self,
             pending: 0..0,
@@ -107,6 +119,55 @@ impl<R: RawMutex> Pool<R> {
             zeroes.add(data);
         }
         zeroes.flush();
+    }
+
+    /// [`prepare_run`](Self::prepare_run) of a run whose `len` bytes of data start at its
+    /// first byte.
+    ///
+    /// # Safety
+    ///
+    /// As [`prepare_run`](Self::prepare_run).
+    #[inline(always)]
+    unsafe fn prepare_from_start(
+        &self,
+        area: &Area<R>,
+        start: usize,
+        count: usize,
+        len: usize,
+        prepare: Prepare,
+    ) {
+        let shift = self.slot_shift;
+        let granule = self.dirty_shift;
+        let cells = area.slots.dirty_run(start, count);
+        let Some((last, whole)) = cells.split_last() else {
+            return;
+        };
+        if !whole.is_empty() {
+            let full = dirty_units(1 << shift, granule);
+            for cell in whole {
+                // Most maps reuse slots with data of the same extent: leave their line clean.
+                if cell.load(Ordering::Relaxed) != full {
+                    cell.store(full, Ordering::Relaxed);
+                }
+            }
+        }
+        // The data's part of the last slot, and what may be dirty past it.
+        let tail = len - ((count - 1) << shift);
+        let old = last.load(Ordering::Relaxed);
+        let units = dirty_units(tail, granule);
+        if old != units {
+            last.store(units, Ordering::Relaxed);
+        }
+        let dirty = (old as usize) << granule;
+        let base = (start + count - 1) << shift;
+        let zero = match prepare {
+            Prepare::ZeroData => (start << shift)..base + tail.max(dirty),
+            _ => base + tail..base + tail.max(dirty),
+        };
+        if !zero.is_empty() {
+            // SAFETY: inside the run, which the caller owns.
+            unsafe { fill_shared(self.cpu_at(zero.start), 0, zero.len()) };
+        }
     }
 
     /// Zeroes the whole run of `count` slots from pool slot `start` (what a device wrote

@@ -22,7 +22,7 @@ use crate::area::Area;
 use crate::config::Config;
 use crate::error::{ConfigError, LookupError};
 use crate::request::{Direction, DmaAddr};
-use crate::slot::{Head, Slots, Use};
+use crate::slot::{Head, Slots, Tag, Use};
 use crate::sync::{AtomicUsize, DefaultRawMutex};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -61,8 +61,20 @@ pub struct Pool<R = DefaultRawMutex> {
     /// log2 of `segment_slots`.
     segment_shift: u32,
     page_size: usize,
+    /// What the common path would otherwise compute on every map (see `plain_request`):
+    /// `slot_size - 1`, one segment's bytes (the largest mapping without
+    /// `min_align_mask`), the slots of a page (at least one), the CPU address one past the
+    /// last slot and the device address of the last slot's last byte.
+    slot_mask: usize,
+    segment_bytes: usize,
+    page_slots: usize,
+    cpu_end: usize,
+    dma_last: DmaAddr,
+    /// log2 of the granule slots' dirty prefixes are counted in.
+    dirty_shift: u32,
     scrub: bool,
-    hint: fn() -> usize,
+    /// The user's area hint; `None` for the default, called directly.
+    hint: Option<fn() -> usize>,
     /// Ties [`Coherent`] handles to this pool (no other pool of the program has it).
     id: usize,
     areas: Box<[CachePadded<Area<R>>]>,
@@ -297,7 +309,7 @@ impl<R: RawMutex> Pool<R> {
                 (dev.saturating_sub(origin) as usize).min(slots_total)
             };
             let (first, last) = (slot_at(lo), slot_at(hi));
-            let area = Area::new(first, last - first, origin + first as u64).ok_or(
+            let area = Area::new(first, last - first, origin + first as u64, seg).ok_or(
                 ConfigError::OutOfMemory((last - first) * Slots::BYTES_PER_SLOT),
             )?;
             areas.push(CachePadded::new(area));
@@ -320,8 +332,14 @@ impl<R: RawMutex> Pool<R> {
             segment_slots: seg as usize,
             segment_shift: seg.trailing_zeros(),
             page_size: config.page_size(),
+            slot_mask: slot - 1,
+            segment_bytes: slot * seg as usize,
+            page_slots: (config.page_size() >> slot_shift).max(1),
+            cpu_end: cpu.as_ptr().addr() + (slots_total << slot_shift),
+            dma_last: dma + ((slots_total as u64) << slot_shift) - 1,
+            dirty_shift: crate::slot::dirty_shift(slot_shift),
             scrub: config.scrub_on_release(),
-            hint: config.area_hint(),
+            hint: config.own_area_hint(),
             id: crate::sync::next_pool_id(),
             areas: areas.into_boxed_slice(),
             segment_area: segment_area.into_boxed_slice(),
@@ -437,6 +455,29 @@ impl<R: RawMutex> Pool<R> {
             return Err(not_mapped);
         }
         Ok(Found { area, head, start })
+    }
+
+    /// The live run of use `use_` whose data starts at `dma` and is `len` bytes long, found
+    /// with one comparison of the tag (which holds the use and the data's offset in the
+    /// slot) and one of the length. `None` does not say what is wrong: the callers ask
+    /// [`find`](Self::find) then.
+    #[inline(always)]
+    pub(super) fn find_exact(&self, dma: DmaAddr, len: usize, use_: Use) -> Option<Found<'_, R>> {
+        let off = dma.wrapping_sub(self.dma);
+        let slot = off >> self.slot_shift;
+        if slot >= self.slots_total as u64 {
+            return None;
+        }
+        let slot = slot as usize;
+        let offset = off as usize & ((1 << self.slot_shift) - 1);
+        let area = self.area_of(slot);
+        let tag = Tag::Head { use_, offset }.encode();
+        let head = area.slots.head_if(slot, tag, len)?;
+        Some(Found {
+            area,
+            head,
+            start: dma,
+        })
     }
 
     /// The live mapping or coherent allocation whose data holds `dma`, if any. Changes

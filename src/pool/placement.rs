@@ -5,7 +5,7 @@ use super::{Found, Pool};
 use crate::area::{Area, AreaGuard, Placement};
 use crate::error::{LookupError, MapError};
 use crate::request::{Constraints, DmaAddr};
-use crate::slot::Head;
+use crate::slot::{Head, Use};
 use crate::sync::Ordering;
 use lock_api::RawMutex;
 
@@ -25,6 +25,14 @@ pub(super) struct Request {
     pub(super) boundary: u64,
     /// The device's address limit, for error reports.
     pub(super) limit: u64,
+}
+
+/// What a new run's head records besides where it is: its use, length and original.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NewHead {
+    pub(super) use_: Use,
+    pub(super) len: usize,
+    pub(super) orig: *mut u8,
 }
 
 /// A run reserved for one caller: recorded in its area's tags, and the caller's until it is
@@ -134,6 +142,60 @@ impl<R: RawMutex> Pool<R> {
         len: usize,
         c: &Constraints,
     ) -> Result<Request, MapError> {
+        match self.unconstrained_request(len, c) {
+            Some(req) => Ok(req),
+            None => self.stream_request_with(orig, len, c),
+        }
+    }
+
+    /// The request of a streaming mapping of `len` bytes under constraints that ask nothing
+    /// but what every mapping gets (no mask, no limit inside the pool), or `None` for any
+    /// other (and for a length `stream_request_with` refuses): the common case, without the
+    /// masks' arithmetic.
+    #[inline(always)]
+    pub(super) fn unconstrained_request(&self, len: usize, c: &Constraints) -> Option<Request> {
+        let plain = c.min_align_mask | c.alloc_align_mask == 0
+            && c.seg_boundary_mask == u64::MAX
+            && c.dma_limit >= self.dma_last
+            // 1 to a segment's bytes.
+            && len.wrapping_sub(1) < self.segment_bytes;
+        if !plain {
+            return None;
+        }
+        // A page or more is page-aligned (`stream_request_with` with both masks zero).
+        let stride = if len >= self.page_size {
+            self.page_slots
+        } else {
+            1
+        };
+        Some(Request {
+            placement: Placement {
+                // No overflow: `len` is at most a segment's bytes.
+                slots: (len + self.slot_mask) >> self.slot_shift,
+                stride: stride as u64,
+                phase: 0,
+                window: self.segment_slots as u64,
+                // Every slot of the pool is below the limit.
+                limit: u64::MAX,
+                from_top: false,
+            },
+            pad: 0,
+            offset: 0,
+            size: len,
+            align: (stride << self.slot_shift) as u64,
+            boundary: 0,
+            limit: c.dma_limit,
+        })
+    }
+
+    /// [`stream_request`](Self::stream_request) under any constraints.
+    #[inline(never)]
+    fn stream_request_with(
+        &self,
+        orig: usize,
+        len: usize,
+        c: &Constraints,
+    ) -> Result<Request, MapError> {
         if len == 0 {
             return Err(MapError::ZeroLength);
         }
@@ -199,16 +261,40 @@ impl<R: RawMutex> Pool<R> {
 
     // --- reservation --------------------------------------------------------------------
 
+    /// Reserves a run for `req` in the caller's own area if its lock is free and it has
+    /// room: the common case, kept small so that it stays in registers. `None` changes
+    /// nothing; [`reserve`](Self::reserve) then does the whole search.
+    #[inline(always)]
+    pub(super) fn reserve_here(&self, req: &Request, head: NewHead) -> Option<Reserved<'_, R>> {
+        let guard = self.areas[self.first_area()].try_lock()?;
+        self.take_in(guard, req, head)
+    }
+
+    /// The area a caller starts in: its hint's, modulo the number of areas.
+    #[inline(always)]
+    fn first_area(&self) -> usize {
+        let n = self.areas.len();
+        if n == 1 {
+            0
+        } else {
+            let hint = match self.hint {
+                Some(hint) => hint(),
+                None => crate::sync::thread_hint(),
+            };
+            hint & (n - 1)
+        }
+    }
+
     /// Finds and reserves a run for `req`, starting in the caller's area and falling back to
-    /// the others, and records it with `head_at(head_slot)`.
-    #[inline]
+    /// the others, and records it with the head `head` describes.
+    #[inline(never)]
     pub(super) fn reserve(
         &self,
         req: &Request,
-        head_at: impl Fn(usize) -> Head,
+        head: NewHead,
     ) -> Result<Reserved<'_, R>, MapError> {
         let n = self.areas.len();
-        let first = (self.hint)() & (n - 1);
+        let first = self.first_area();
         let mut busy = 0u64;
         let mut missed = 0u64;
         let found = 'search: {
@@ -217,7 +303,7 @@ impl<R: RawMutex> Pool<R> {
             for k in 0..n {
                 let area = &self.areas[(first + k) & (n - 1)];
                 match area.try_lock() {
-                    Some(guard) => match self.take_in(guard, req, &head_at) {
+                    Some(guard) => match self.take_in(guard, req, head) {
                         Some(reserved) => break 'search Some(reserved),
                         None => missed |= 1 << k,
                     },
@@ -229,7 +315,7 @@ impl<R: RawMutex> Pool<R> {
                 let k = busy.trailing_zeros() as usize;
                 busy &= busy - 1;
                 let area = &self.areas[(first + k) & (n - 1)];
-                match self.take_in(area.lock(), req, &head_at) {
+                match self.take_in(area.lock(), req, head) {
                     Some(reserved) => break 'search Some(reserved),
                     None => missed |= 1 << k,
                 }
@@ -250,14 +336,21 @@ impl<R: RawMutex> Pool<R> {
         &self,
         mut guard: AreaGuard<'a, R>,
         req: &Request,
-        head_at: &impl Fn(usize) -> Head,
+        head: NewHead,
     ) -> Option<Reserved<'a, R>> {
         let taken = guard.take(&req.placement)?;
+        let slot = taken.start + req.pad;
         guard.area().slots.write_run(
             taken.start,
             req.placement.slots,
             req.pad,
-            head_at(taken.start + req.pad),
+            Head {
+                slot,
+                use_: head.use_,
+                offset: req.offset,
+                len: head.len,
+                orig: head.orig,
+            },
         );
         if taken.raised_high_water {
             // Sampled before unlocking, so this area's part of the sum is its new peak (a
@@ -333,7 +426,7 @@ impl<R: RawMutex> Pool<R> {
         let Found { area, head, .. } = found;
         let data_slots = self.slots_for(head.offset + head.len);
         let mut guard = area.lock();
-        if area.slots.head_of(head.slot).as_ref() != Some(head) {
+        if !area.slots.still(head) {
             return Err(LookupError::NotMapped { dma });
         }
         let pad = area.slots.pad_before(head.slot, area.first);
@@ -346,7 +439,9 @@ impl<R: RawMutex> Pool<R> {
             unsafe { self.scrub_run(area, start, pad + data_slots) };
             guard = area.lock();
         }
-        guard.give(start, pad + data_slots);
+        // Streaming runs wait in the area's cache for the next mapping of their size;
+        // coherent ones (rings, rare and long-lived) go straight back.
+        guard.give(start, pad + data_slots, head.use_ != Use::Coherent);
         Ok(())
     }
 }

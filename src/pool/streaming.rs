@@ -14,7 +14,7 @@
 //! `virtio-drivers` does before `Hal::unshare`) must give that pointer instead, through
 //! the `_into` / `_from` variants, which also check that it is the mapping's buffer.
 
-use super::placement::Reserved;
+use super::placement::{NewHead, Request, Reserved};
 use super::{Found, Pool, Prepare};
 use crate::error::{LookupError, MapError};
 use crate::request::{Attrs, Constraints, Direction, DmaAddr, Fill};
@@ -66,6 +66,7 @@ impl<R: RawMutex> Pool<R> {
     /// - between those calls the caller may use `buf` as the module docs say: it writes it
     ///   only before a `sync_for_device` that publishes the bytes, and reads what the device
     ///   wrote only after a `sync_for_cpu` or the unmap.
+    #[inline(always)]
     pub unsafe fn map(
         &self,
         buf: NonNull<[u8]>,
@@ -87,7 +88,56 @@ impl<R: RawMutex> Pool<R> {
     /// # Safety
     ///
     /// As [`map`](Self::map).
+    #[inline(always)]
     pub unsafe fn map_attrs(
+        &self,
+        buf: NonNull<[u8]>,
+        dir: Direction,
+        constraints: &Constraints,
+        attrs: Attrs,
+    ) -> Result<DmaAddr, MapError> {
+        // The common case first: a buffer with no constraint beyond what every mapping gets,
+        // and room in the caller's own area. Kept apart from the general path, which repeats
+        // it from the start when it declines (having changed nothing), so that it is small
+        // enough to stay in registers.
+        let orig = buf.cast::<u8>().as_ptr();
+        let len = buf.len();
+        if self.plain_buffer(orig.addr(), len) {
+            if let Some(req) = self.unconstrained_request(len, constraints) {
+                let head = NewHead {
+                    use_: Use::Stream(dir),
+                    len,
+                    orig,
+                };
+                if let Some(reserved) = self.reserve_here(&req, head) {
+                    // SAFETY: the caller's promise, passed on; the buffer was checked, and
+                    // the run reserved for it.
+                    return Ok(unsafe { self.fill_mapping(reserved, &req, head, dir, attrs) });
+                }
+            }
+        }
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.map_any(buf, dir, constraints, attrs) }
+    }
+
+    /// Whether a buffer at CPU address `addr` of `len` bytes can be mapped at all: not
+    /// empty, not wrapping the address space, outside the pool.
+    #[inline(always)]
+    fn plain_buffer(&self, addr: usize, len: usize) -> bool {
+        match addr.checked_add(len) {
+            Some(end) => len != 0 && (addr >= self.cpu_end || end <= self.cpu.as_ptr().addr()),
+            None => false,
+        }
+    }
+
+    /// [`map_attrs`](Self::map_attrs) for any buffer and constraints, with every check and
+    /// error.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map).
+    #[inline(never)]
+    unsafe fn map_any(
         &self,
         buf: NonNull<[u8]>,
         dir: Direction,
@@ -100,23 +150,44 @@ impl<R: RawMutex> Pool<R> {
         }
         let orig = buf.cast::<u8>().as_ptr();
         let addr = orig.addr();
-        let end = addr
-            .checked_add(len)
-            .ok_or(MapError::BufferWraps { addr, len })?;
-        let pool = self.cpu.as_ptr().addr();
-        if addr < pool + (self.slots_total << self.slot_shift) && end > pool {
+        if addr.checked_add(len).is_none() {
+            return Err(MapError::BufferWraps { addr, len });
+        }
+        if !self.plain_buffer(addr, len) {
             return Err(MapError::BufferInPool { addr, len });
         }
         let req = self.stream_request(addr, len, constraints)?;
-        let Reserved { area, start } = self.reserve(&req, |slot| Head {
-            slot,
+        let head = NewHead {
             use_: Use::Stream(dir),
-            offset: req.offset,
             len,
             orig,
-        })?;
-        let head = start + req.pad;
-        let at = (head << self.slot_shift) + req.offset;
+        };
+        let reserved = self.reserve(&req, head)?;
+        // SAFETY: the caller's promise, passed on; the buffer was checked, and the run
+        // reserved for it.
+        Ok(unsafe { self.fill_mapping(reserved, &req, head, dir, attrs) })
+    }
+
+    /// Fills the run just reserved for a new mapping (its data copied in or zeroed, the
+    /// rest of its slots clean) and returns the mapping's device address.
+    ///
+    /// # Safety
+    ///
+    /// As [`map`](Self::map) for the original `head` describes, which is not empty and lies
+    /// outside the pool; `reserved` is the run reserved for it with `req`.
+    #[inline(always)]
+    unsafe fn fill_mapping(
+        &self,
+        reserved: Reserved<'_, R>,
+        req: &Request,
+        head: NewHead,
+        dir: Direction,
+        attrs: Attrs,
+    ) -> DmaAddr {
+        let Reserved { area, start } = reserved;
+        let len = head.len;
+        let head_slot = start + req.pad;
+        let at = (head_slot << self.slot_shift) + req.offset;
         let zero = dir == Direction::FromDevice && attrs.fill == Fill::Zero;
         let prepare = if zero {
             Prepare::ZeroData
@@ -127,16 +198,34 @@ impl<R: RawMutex> Pool<R> {
         // its address) and holds `offset + len` bytes from the head slot, inside the pool.
         unsafe { self.prepare_run(area, start, req.placement.slots, at..at + len, prepare) };
         if !zero {
-            // SAFETY: `buf` is readable (caller's promise) and does not overlap the pool
-            // (checked above); `at..at + len` is this mapping's data, inside the pool.
-            unsafe { copy_to_shared(self.cpu_at(at), orig, len) };
+            // SAFETY: the original is readable (caller's promise) and does not overlap the
+            // pool; `at..at + len` is this mapping's data, inside the pool.
+            unsafe { copy_to_shared(self.cpu_at(at), head.orig, len) };
         }
-        Ok(self.slot_dma(head) + req.offset as u64)
+        self.slot_dma(head_slot) + req.offset as u64
     }
 
     /// The live run that starts at `dma`, is `len` bytes long, and is a coherent
     /// allocation or a streaming mapping as `coherent` says.
+    #[inline]
     pub(super) fn find_whole(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        coherent: bool,
+    ) -> Result<Found<'_, R>, LookupError> {
+        if coherent {
+            if let Some(found) = self.find_exact(dma, len, Use::Coherent) {
+                return Ok(found);
+            }
+        }
+        self.find_whole_slow(dma, len, coherent)
+    }
+
+    /// [`find_whole`](Self::find_whole) the long way, which tells what is wrong.
+    #[cold]
+    #[inline(never)]
+    fn find_whole_slow(
         &self,
         dma: DmaAddr,
         len: usize,
@@ -162,13 +251,29 @@ impl<R: RawMutex> Pool<R> {
 
     /// The live streaming mapping that starts at `dma`, is `len` bytes long and was mapped
     /// in direction `dir`.
+    #[inline(always)]
     fn find_mapping(
         &self,
         dma: DmaAddr,
         len: usize,
         dir: Direction,
     ) -> Result<Found<'_, R>, LookupError> {
-        let found = self.find_whole(dma, len, false)?;
+        match self.find_exact(dma, len, Use::Stream(dir)) {
+            Some(found) => Ok(found),
+            None => self.find_mapping_slow(dma, len, dir),
+        }
+    }
+
+    /// [`find_mapping`](Self::find_mapping) the long way, which tells what is wrong.
+    #[cold]
+    #[inline(never)]
+    fn find_mapping_slow(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        dir: Direction,
+    ) -> Result<Found<'_, R>, LookupError> {
+        let found = self.find_whole_slow(dma, len, false)?;
         match found.head.use_ {
             Use::Stream(mapped) if mapped != dir => Err(LookupError::DirectionMismatch {
                 dma,
@@ -194,6 +299,7 @@ impl<R: RawMutex> Pool<R> {
     /// If `dma` is the start of a live mapping, the caller owns it: no other thread syncs or
     /// unmaps it during the call, and its original buffer is still valid through the
     /// pointer given at map, as [`map`](Self::map) requires.
+    #[inline(always)]
     pub unsafe fn unmap(
         &self,
         dma: DmaAddr,
@@ -224,6 +330,7 @@ impl<R: RawMutex> Pool<R> {
     ///
     /// As [`unmap`](Self::unmap), with `buf` (rather than the pointer given at map) valid
     /// for writes for its length.
+    #[inline(always)]
     pub unsafe fn unmap_into(
         &self,
         dma: DmaAddr,
