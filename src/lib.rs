@@ -63,6 +63,7 @@ extern crate std;
 
 mod api;
 mod area;
+pub mod backend;
 mod config;
 mod error;
 pub mod implementation;
@@ -79,6 +80,7 @@ mod tests;
 
 pub use api::DmaPool;
 pub use area::AreaStats;
+pub use backend::{Backend, BackendError, HeapBackend, SharedRange};
 pub use config::{Config, MAX_AREAS};
 pub use error::{ConfigError, LookupError, MapError};
 pub use lock_api::RawMutex;
