@@ -65,6 +65,7 @@ mod api;
 mod area;
 pub mod backend;
 mod config;
+mod elastic;
 mod error;
 pub mod implementation;
 mod padded;
@@ -82,6 +83,10 @@ pub use api::DmaPool;
 pub use area::AreaStats;
 pub use backend::{Backend, BackendError, HeapBackend, SharedRange};
 pub use config::{Config, MAX_AREAS};
+pub use elastic::{
+    ElasticConfig, ElasticError, ElasticPool, ElasticStats, GrowError, MapFuture, SubPoolKind,
+    SubPoolStats, Wakeup, MAX_SUB_POOLS,
+};
 pub use error::{ConfigError, LookupError, MapError};
 pub use lock_api::RawMutex;
 pub use pool::{Coherent, ForeignAllocation, Mapping, MappingKind, Pool, Stats};
