@@ -187,11 +187,13 @@ impl ConstraintsChoice {
     }
 }
 
+mod backend;
 mod harness;
 mod model;
 mod ops;
 mod steps;
 
+pub use backend::{BackendCall, TestBackend};
 use ops::length;
 pub use ops::{DirChoice, LenChoice, Op, Scenario, Tally, Target};
 
