@@ -95,6 +95,12 @@ pub(crate) struct TrackCell {
     freed: loom::cell::UnsafeCell<bool>,
 }
 
+// SAFETY: under loom the cell is shared on purpose: every access goes through loom's
+// `with` / `with_mut`, which check the accesses against each other and fail the model on a
+// race instead of committing it. (Without loom the struct is empty, and `Sync` anyway.)
+#[cfg(loom)]
+unsafe impl Sync for TrackCell {}
+
 impl TrackCell {
     pub(crate) fn new() -> Self {
         Self::default()

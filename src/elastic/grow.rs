@@ -70,8 +70,12 @@ pub(crate) struct Grower<R: RawMutex> {
     /// which something reads one after its retirement fails on the check (`TrackCell`)
     /// rather than on freed memory.
     #[cfg(loom)]
-    graveyard: (Vec<Box<Table<R>>>, Vec<Box<SubPool<R>>>),
+    graveyard: Graveyard<R>,
 }
+
+/// Retired tables and regions, kept under loom.
+#[cfg(loom)]
+type Graveyard<R> = (Vec<Box<Table<R>>>, Vec<Box<SubPool<R>>>);
 
 impl<R: RawMutex> Grower<R> {
     pub(super) fn new(max_subs: usize, first_bytes: usize) -> Self {

@@ -338,7 +338,7 @@ impl<R: RawMutex> Drop for ElasticPool<R> {
     fn drop(&mut self) {
         // SAFETY: the pool is going away: no reader can hold anything, and the table was
         // published from `Box::into_raw`.
-        let table = unsafe { Box::from_raw(*self.table.get_mut()) };
+        let table = unsafe { Box::from_raw(self.table.load(Ordering::Relaxed)) };
         let backend = self.backend.as_deref();
         let mut grower = self.grower.lock();
         for (sub, _) in core::mem::take(&mut grower.subs) {

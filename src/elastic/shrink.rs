@@ -72,11 +72,13 @@ impl<R: RawMutex> ElasticPool<R> {
             if now.saturating_sub(since) < idle {
                 continue;
             }
+            // `free` was summed from counters read a moment ago (a region may have emptied
+            // since): saturate rather than trust it exactly.
             let bytes = sub.pool.total_slots() * slot;
             if free.saturating_sub(bytes) < self.config.keep_free() {
                 continue;
             }
-            free -= bytes;
+            free = free.saturating_sub(bytes);
             candidates.push(k);
         }
         if candidates.is_empty() {

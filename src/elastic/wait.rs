@@ -248,7 +248,7 @@ impl<R: RawMutex> ElasticPool<R> {
     /// # Safety
     ///
     /// As [`Pool::map`](crate::Pool::map).
-    #[cfg(all(feature = "std", not(loom)))]
+    #[cfg(feature = "std")]
     pub unsafe fn map_wait(
         &self,
         buf: NonNull<[u8]>,
@@ -289,7 +289,7 @@ pub struct Wakeup {
 struct Flag {
     woken: AtomicBool,
     /// With `std`, the waiting thread, unparked by a wake.
-    #[cfg(all(feature = "std", not(loom)))]
+    #[cfg(feature = "std")]
     thread: std::thread::Thread,
 }
 
@@ -298,7 +298,7 @@ impl Wakeup {
         Self {
             flag: WakerArc::new(Flag {
                 woken: AtomicBool::new(false),
-                #[cfg(all(feature = "std", not(loom)))]
+                #[cfg(feature = "std")]
                 thread: std::thread::current(),
             }),
         }
@@ -317,7 +317,7 @@ impl alloc::task::Wake for Flag {
 
     fn wake_by_ref(self: &WakerArc<Self>) {
         self.woken.store(true, Ordering::Release);
-        #[cfg(all(feature = "std", not(loom)))]
+        #[cfg(feature = "std")]
         self.thread.unpark();
     }
 }
