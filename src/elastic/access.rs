@@ -7,9 +7,10 @@
 //! need another region pin the epoch and search the table.
 
 use super::table::{SubPool, Table};
-use super::{epoch, round_up, ElasticPool};
+use super::{epoch, round_up, ElasticPool, FIRST_HINT, THROTTLED, WAITING};
 use crate::api::DmaPool;
 use crate::error::{LookupError, MapError};
+use crate::pool::Pool;
 use crate::pool::{Coherent, ForeignAllocation, Mapping};
 use crate::request::{Attrs, Constraints, Direction, DmaAddr};
 use crate::sync::Ordering;
@@ -78,7 +79,7 @@ impl<R: RawMutex> ElasticPool<R> {
     /// # Safety
     ///
     /// As [`Pool::map`](crate::Pool::map).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn try_map_attrs(
         &self,
         buf: NonNull<[u8]>,
@@ -86,12 +87,22 @@ impl<R: RawMutex> ElasticPool<R> {
         constraints: &Constraints,
         attrs: Attrs,
     ) -> Result<DmaAddr, MapError> {
+        if self.fixed {
+            // One region, for good: its answer is the pool's (its own figures count a
+            // refusal).
+            // SAFETY: the caller's promise, passed on.
+            return unsafe { self.first.pool.map_attrs(buf, dir, constraints, attrs) };
+        }
         if !self.grown.load(Ordering::Relaxed) {
             // SAFETY: the caller's promise, passed on.
-            match unsafe { self.first.pool.map_attrs(buf, dir, constraints, attrs) } {
-                Ok(dma) => return Ok(dma),
-                Err(e) if !(growable(&e) && self.grows_on_map()) => return Err(self.refused(e)),
-                Err(_) => {}
+            let r = unsafe { self.first.pool.map_attrs(buf, dir, constraints, attrs) };
+            match &r {
+                Err(e) if growable(e) && self.config.grow_on_map() => {}
+                Err(e) => {
+                    self.refused(e);
+                    return r;
+                }
+                Ok(_) => return r,
             }
         }
         // SAFETY: the caller's promise, passed on.
@@ -122,7 +133,7 @@ impl<R: RawMutex> ElasticPool<R> {
         // The size hints are kept for requests without constraints, whose needs grow with
         // their length (see `hints`).
         let hint = (*constraints == Constraints::NONE).then_some(len);
-        let need = self.stream_need(len, constraints);
+        let need = || self.stream_need(len, constraints);
         self.place(need, hint, Some((addr, end)), |sub| {
             // SAFETY: the caller's promise, passed on; a region that refuses changes
             // nothing, so the next may be tried with the same buffer.
@@ -140,7 +151,7 @@ impl<R: RawMutex> ElasticPool<R> {
     /// # Safety
     ///
     /// As [`Pool::unmap`](crate::Pool::unmap).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn unmap(
         &self,
         dma: DmaAddr,
@@ -148,20 +159,14 @@ impl<R: RawMutex> ElasticPool<R> {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
-        let r = self
-            .route(dma, |sub| {
-                // SAFETY: the caller's promise, passed on.
-                let r = unsafe { sub.pool.unmap(dma, len, dir, attrs) };
-                if r.is_ok() {
-                    self.released(sub);
-                }
-                r
-            })
-            .unwrap_or(Err(LookupError::NotMapped { dma }));
-        if r.is_ok() {
-            self.after_release();
+        if self.first.pool.contains(dma) {
+            // SAFETY: the caller's promise, passed on.
+            let r = unsafe { self.first.pool.unmap(dma, len, dir, attrs) };
+            self.released_first(&r);
+            return r;
         }
-        r
+        // SAFETY: the caller's promise, passed on.
+        self.release_in_table(dma, |pool| unsafe { pool.unmap(dma, len, dir, attrs) })
     }
 
     /// Unmaps as [`Pool::unmap_into`](crate::Pool::unmap_into) does, in whichever region
@@ -174,7 +179,7 @@ impl<R: RawMutex> ElasticPool<R> {
     /// # Safety
     ///
     /// As [`Pool::unmap_into`](crate::Pool::unmap_into).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn unmap_into(
         &self,
         dma: DmaAddr,
@@ -182,20 +187,89 @@ impl<R: RawMutex> ElasticPool<R> {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
+        if self.first.pool.contains(dma) {
+            // SAFETY: the caller's promise, passed on.
+            let r = unsafe { self.first.pool.unmap_into(dma, buf, dir, attrs) };
+            self.released_first(&r);
+            return r;
+        }
+        // SAFETY: the caller's promise, passed on.
+        self.release_in_table(dma, |pool| unsafe { pool.unmap_into(dma, buf, dir, attrs) })
+    }
+
+    /// Runs a release (`f`: an unmap or a free) in the region that holds `dma`, then what
+    /// a release owes the pool: the region's full hint cleared, waiters woken.
+    fn release(
+        &self,
+        dma: DmaAddr,
+        f: impl FnOnce(&Pool<R>) -> Result<(), LookupError>,
+    ) -> Result<(), LookupError> {
+        if self.first.pool.contains(dma) {
+            let r = f(&self.first.pool);
+            self.released_first(&r);
+            return r;
+        }
+        self.release_in_table(dma, f)
+    }
+
+    /// After a release in the first region (`r`: whether it happened): one load, and the
+    /// rest only when there is something to do.
+    #[inline(always)]
+    fn released_first(&self, r: &Result<(), LookupError>) {
+        if r.is_ok() {
+            let watch = self.watch.load(Ordering::Relaxed);
+            if watch != 0 {
+                self.released_first_slow(watch);
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn release_in_table(
+        &self,
+        dma: DmaAddr,
+        f: impl FnOnce(&Pool<R>) -> Result<(), LookupError>,
+    ) -> Result<(), LookupError> {
         let r = self
-            .route(dma, |sub| {
-                // SAFETY: the caller's promise, passed on.
-                let r = unsafe { sub.pool.unmap_into(dma, buf, dir, attrs) };
+            .route_table(dma, |table, sub| {
+                let r = f(&sub.pool);
                 if r.is_ok() {
-                    self.released(sub);
+                    let hint = &self.hints[sub.id];
+                    if hint.load(Ordering::Relaxed) != usize::MAX {
+                        hint.store(usize::MAX, Ordering::Relaxed);
+                    }
+                    table.released_at(sub.id);
                 }
                 r
             })
             .unwrap_or(Err(LookupError::NotMapped { dma }));
         if r.is_ok() {
-            self.after_release();
+            let watch = self.watch.load(Ordering::Relaxed);
+            if watch & (WAITING | THROTTLED) != 0 {
+                self.wake_after_release(watch);
+            }
         }
         r
+    }
+
+    /// After a release in the first region that found something to do.
+    #[cold]
+    #[inline(never)]
+    fn released_first_slow(&self, watch: usize) {
+        if watch & FIRST_HINT != 0 {
+            // The bit first, then the hint: a map that sets both in the other order can
+            // leave the bit up with no hint (harmless), never a hint without its bit.
+            self.watch.fetch_and(!FIRST_HINT, Ordering::AcqRel);
+            self.hints[0].store(usize::MAX, Ordering::Release);
+            // And maps look at the first region first again.
+            let guard = self.epoch.pin();
+            let table = self.table(&guard);
+            table.released_at(0);
+            table.track.read();
+        }
+        if watch & (WAITING | THROTTLED) != 0 {
+            self.wake_after_release(watch);
+        }
     }
 
     /// [`Pool::sync_for_device`](crate::Pool::sync_for_device) in whichever region holds
@@ -296,14 +370,20 @@ impl<R: RawMutex> ElasticPool<R> {
     ///
     /// As [`try_map_attrs`](Self::try_map_attrs) and [`Pool::alloc`](crate::Pool::alloc).
     pub fn try_alloc(&self, size: usize, constraints: &Constraints) -> Result<Coherent, MapError> {
+        if self.fixed {
+            return self.first.pool.alloc(size, constraints);
+        }
         if !self.grown.load(Ordering::Relaxed) {
             match self.first.pool.alloc(size, constraints) {
                 Ok(c) => return Ok(c),
-                Err(e) if !(growable(&e) && self.grows_on_map()) => return Err(self.refused(e)),
+                Err(e) if !(growable(&e) && self.grows_on_map()) => {
+                    self.refused(&e);
+                    return Err(e);
+                }
                 Err(_) => {}
             }
         }
-        let need = self.coherent_need(size, constraints);
+        let need = || self.coherent_need(size, constraints);
         self.place(need, None, None, |sub| sub.pool.alloc(size, constraints))
     }
 
@@ -315,35 +395,32 @@ impl<R: RawMutex> ElasticPool<R> {
     /// [`ForeignAllocation`], handing it back, if no region of this pool made it.
     pub fn free(&self, allocation: Coherent) -> Result<(), ForeignAllocation> {
         let dma = allocation.dma();
-        let result = if self.first.pool.contains(dma) {
-            self.free_in(&self.first, allocation)
-        } else {
-            let guard = self.epoch.pin();
-            let table = self.table(&guard);
-            let result = match table.find(dma) {
-                Some(e) => {
-                    let sub = self.resolve(&guard, e.sub);
-                    let r = self.free_in(sub, allocation);
-                    sub.track.read();
-                    r
-                }
-                None => Err(ForeignAllocation(allocation)),
+        if !self.contains(dma) {
+            return Err(ForeignAllocation(allocation));
+        }
+        let mut allocation = Some(allocation);
+        let mut foreign = None;
+        let r = self.release(dma, |pool| {
+            let Some(a) = allocation.take() else {
+                return Err(LookupError::NotMapped { dma });
             };
-            table.track.read();
-            result
-        };
-        if result.is_ok() {
-            self.after_release();
+            pool.free(a).map_err(|e| {
+                foreign = Some(e);
+                LookupError::NotMapped { dma }
+            })
+        });
+        match (r, foreign, allocation) {
+            (Ok(()), _, _) => Ok(()),
+            (Err(_), Some(e), _) => Err(e),
+            // The region went away between the two looks (given back by a shrink): then
+            // it did not make this allocation, which would have kept it.
+            (Err(_), None, Some(a)) => Err(ForeignAllocation(a)),
+            // A region's free either frees the allocation or hands it back.
+            (Err(_), None, None) => {
+                debug_assert!(false, "allocation neither freed nor handed back");
+                Ok(())
+            }
         }
-        result
-    }
-
-    fn free_in(&self, sub: &SubPool<R>, allocation: Coherent) -> Result<(), ForeignAllocation> {
-        let r = sub.pool.free(allocation);
-        if r.is_ok() {
-            self.released(sub);
-        }
-        r
     }
 
     /// Frees from raw parts as [`Pool::free_raw`](crate::Pool::free_raw) does.
@@ -357,20 +434,8 @@ impl<R: RawMutex> ElasticPool<R> {
     ///
     /// As [`Pool::free_raw`](crate::Pool::free_raw).
     pub unsafe fn free_raw(&self, dma: DmaAddr, size: usize) -> Result<(), LookupError> {
-        let r = self
-            .route(dma, |sub| {
-                // SAFETY: the caller's promise, passed on.
-                let r = unsafe { sub.pool.free_raw(dma, size) };
-                if r.is_ok() {
-                    self.released(sub);
-                }
-                r
-            })
-            .unwrap_or(Err(LookupError::NotMapped { dma }));
-        if r.is_ok() {
-            self.after_release();
-        }
-        r
+        // SAFETY: the caller's promise, passed on.
+        self.release(dma, |pool| unsafe { pool.free_raw(dma, size) })
     }
 
     // --- lookups ------------------------------------------------------------------------
@@ -403,40 +468,26 @@ impl<R: RawMutex> ElasticPool<R> {
         if self.first.pool.contains(dma) {
             return Some(f(&self.first));
         }
-        self.route_table(dma, f)
+        self.route_table(dma, |_, sub| f(sub))
     }
 
     /// [`route`](Self::route) past the first region: pinned, through the table.
     #[inline(never)]
-    fn route_table<T>(&self, dma: DmaAddr, f: impl FnOnce(&SubPool<R>) -> T) -> Option<T> {
+    fn route_table<T>(
+        &self,
+        dma: DmaAddr,
+        f: impl FnOnce(&Table<R>, &SubPool<R>) -> T,
+    ) -> Option<T> {
         let guard = self.epoch.pin();
         let table = self.table(&guard);
         let result = table.find(dma).map(|e| {
             let sub = self.resolve(&guard, e.sub);
-            let r = f(sub);
+            let r = f(table, sub);
             sub.track.read();
             r
         });
         table.track.read();
         result
-    }
-
-    /// A release in `sub`: maps of any size may find room there again.
-    #[inline(always)]
-    fn released(&self, sub: &SubPool<R>) {
-        let hint = &self.hints[sub.id];
-        if hint.load(Ordering::Relaxed) != usize::MAX {
-            hint.store(usize::MAX, Ordering::Relaxed);
-        }
-    }
-
-    /// After any release: wake waiting maps, lift throttling (both rare; one load each
-    /// otherwise).
-    #[inline(always)]
-    fn after_release(&self) {
-        if self.waiting.load(Ordering::Relaxed) != 0 || self.throttled.load(Ordering::Relaxed) {
-            self.wake_after_release();
-        }
     }
 
     // --- placement ----------------------------------------------------------------------
@@ -445,21 +496,20 @@ impl<R: RawMutex> ElasticPool<R> {
         self.backend.is_some() && self.config.grow_on_map()
     }
 
-    /// Counts a refusal and returns it.
+    /// Counts a refusal.
     #[cold]
-    pub(super) fn refused(&self, e: MapError) -> MapError {
-        if let MapError::Full { used_slots, .. } = e {
+    pub(super) fn refused(&self, e: &MapError) {
+        if let MapError::Full { used_slots, .. } = *e {
             self.counters.failed_map();
             self.counters.sample(used_slots);
         }
-        e
     }
 
     /// Tries `f` on the open regions, oldest first, growing the pool (by a region of at
-    /// least `need` bytes) when none has room.
+    /// least `need()` bytes) when none has room.
     pub(super) fn place<T>(
         &self,
-        need: usize,
+        need: impl Fn() -> usize,
         hint: Option<usize>,
         buffer: Option<(usize, usize)>,
         mut f: impl FnMut(&SubPool<R>) -> Result<T, MapError>,
@@ -471,17 +521,17 @@ impl<R: RawMutex> ElasticPool<R> {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if !(growable(&e) && self.grows_on_map() && rounds < GROWTH_ROUNDS) {
-                return Err(self.refused(e));
-            }
-            rounds += 1;
-            if self.grow_for(need, generation).is_err() {
-                return Err(self.refused(e));
+            if !(growable(&e) && self.grows_on_map() && rounds < GROWTH_ROUNDS) || {
+                rounds += 1;
+                self.grow_for(need(), generation).is_err()
+            } {
+                self.refused(&e);
+                return Err(e);
             }
         }
     }
 
-    /// One pass over the open regions (a second over those the hints skipped).
+    /// One look at the open regions.
     pub(super) fn place_once<T>(
         &self,
         hint: Option<usize>,
@@ -495,6 +545,11 @@ impl<R: RawMutex> ElasticPool<R> {
         result
     }
 
+    /// Two passes over the open regions. The first starts at the table's cursor (the
+    /// regions before it were found with no free slot at all) and skips those whose hint
+    /// says a map of this size failed there since their last release; the second, only if
+    /// the first found nothing, tries every region the first did not, hints ignored, so
+    /// `Full` (and growth) comes only when no region took the request.
     fn place_in<T>(
         &self,
         guard: &epoch::Guard<'_>,
@@ -512,29 +567,57 @@ impl<R: RawMutex> ElasticPool<R> {
             }
         }
         let mut best: Option<MapError> = None;
-        // Regions the hints said to try last, by position in `order`.
-        let mut skipped = [0u64; super::MAX_SUB_POOLS / 64];
-        let mut any_skipped = false;
+        // A hint is never 0, so `len` 0 (no hint for this request) skips nothing.
+        let len = hint.unwrap_or(0);
+        // A region whose hint is at most this has no free slot at all.
+        let one_slot = self.slot_size();
+        let hints = &*self.hints;
+        let order = &*table.order;
+        let cursor = table.cursor.load(Ordering::Relaxed).min(order.len());
+        // Positions from the cursor that the hints skipped: the first 64 exactly, any
+        // further as "some" (the second pass then looks at their hints again).
+        let (mut skipped, mut skipped_high) = (0u64, false);
+        // Whether every region from the cursor up to here had no free slot.
+        let mut full_prefix = true;
         for pass in 0..2 {
-            for (k, &i) in table.order.iter().enumerate() {
-                let sub = self.resolve(guard, table.by_dma[i as usize].sub);
-                let bit = (skipped[k / 64] >> (k % 64)) & 1 != 0;
+            let from = if pass == 0 { cursor } else { 0 };
+            for (k, open) in order.iter().enumerate().skip(from) {
+                let h = hints[open.id].load(Ordering::Relaxed);
                 if pass == 0 {
-                    if let Some(len) = hint {
-                        if self.hints[sub.id].load(Ordering::Relaxed) <= len {
-                            skipped[k / 64] |= 1 << (k % 64);
-                            any_skipped = true;
-                            continue;
+                    if h <= len {
+                        let bit = k - cursor;
+                        if bit < 64 {
+                            skipped |= 1 << bit;
+                        } else {
+                            skipped_high = true;
                         }
+                        full_prefix &= h <= one_slot;
+                        continue;
                     }
-                } else if !bit {
-                    continue;
+                } else if k >= cursor {
+                    let bit = k - cursor;
+                    let was_skipped = if bit < 64 {
+                        skipped >> bit & 1 != 0
+                    } else {
+                        skipped_high && h <= len
+                    };
+                    if !was_skipped {
+                        continue;
+                    }
                 }
+                let sub = self.resolve(guard, open.sub);
                 let r = f(sub);
                 match r {
                     Ok(v) => {
                         sub.touch();
                         sub.track.read();
+                        if pass == 0 && full_prefix && k > cursor {
+                            // Every region before this one is full: later maps start here.
+                            table.cursor.fetch_max(k, Ordering::Relaxed);
+                        } else if pass == 1 && k < cursor {
+                            // Room before the cursor (a release it missed): look there first.
+                            table.cursor.fetch_min(k, Ordering::Relaxed);
+                        }
                         return Ok(v);
                     }
                     Err(e) => {
@@ -544,7 +627,13 @@ impl<R: RawMutex> ElasticPool<R> {
                             return Err(e);
                         }
                         if let (MapError::Full { .. }, Some(len)) = (&e, hint) {
-                            self.hints[sub.id].fetch_min(len, Ordering::Relaxed);
+                            hints[sub.id].fetch_min(len, Ordering::AcqRel);
+                            if sub.id == 0 {
+                                self.watch.fetch_or(FIRST_HINT, Ordering::AcqRel);
+                            }
+                            full_prefix &= len <= one_slot;
+                        } else {
+                            full_prefix = false;
                         }
                         if best.as_ref().is_none_or(|b| rank(&e) > rank(b)) {
                             best = Some(e);
@@ -552,7 +641,7 @@ impl<R: RawMutex> ElasticPool<R> {
                     }
                 }
             }
-            if !any_skipped {
+            if pass == 0 && cursor == 0 && skipped == 0 && !skipped_high {
                 break;
             }
         }
@@ -605,7 +694,7 @@ fn unknown(dma: DmaAddr, len: usize) -> LookupError {
 }
 
 impl<R: RawMutex> DmaPool for ElasticPool<R> {
-    #[inline]
+    #[inline(always)]
     unsafe fn map_attrs(
         &self,
         buf: NonNull<[u8]>,
@@ -617,7 +706,7 @@ impl<R: RawMutex> DmaPool for ElasticPool<R> {
         unsafe { self.try_map_attrs(buf, dir, constraints, attrs) }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn unmap_into(
         &self,
         dma: DmaAddr,
@@ -629,7 +718,7 @@ impl<R: RawMutex> DmaPool for ElasticPool<R> {
         unsafe { ElasticPool::unmap_into(self, dma, buf, dir, attrs) }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn sync_for_cpu_into(
         &self,
         dma: DmaAddr,
@@ -640,7 +729,7 @@ impl<R: RawMutex> DmaPool for ElasticPool<R> {
         unsafe { ElasticPool::sync_for_cpu_into(self, dma, buf, dir) }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn sync_for_device_from(
         &self,
         dma: DmaAddr,
@@ -651,12 +740,12 @@ impl<R: RawMutex> DmaPool for ElasticPool<R> {
         unsafe { ElasticPool::sync_for_device_from(self, dma, buf, dir) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&self, size: usize, constraints: &Constraints) -> Result<Coherent, MapError> {
         self.try_alloc(size, constraints)
     }
 
-    #[inline]
+    #[inline(always)]
     fn free(&self, allocation: Coherent) -> Result<(), ForeignAllocation> {
         ElasticPool::free(self, allocation)
     }

@@ -34,6 +34,13 @@ pub use wait::{MapFuture, Wakeup};
 use crate::backend::Backend;
 use crate::pool::Pool;
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, DefaultRawMutex, Mutex, Ordering};
+
+/// [`ElasticPool::watch`]: waiters are registered.
+const WAITING: usize = 1;
+/// [`ElasticPool::watch`]: throttling holds waiting maps back.
+const THROTTLED: usize = 2;
+/// [`ElasticPool::watch`]: the first region's full hint is set.
+const FIRST_HINT: usize = 4;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use epoch::Epoch;
@@ -101,12 +108,13 @@ use table::{Member, SubPool, Table};
 pub struct ElasticPool<R: RawMutex = DefaultRawMutex> {
     /// The first region: never given back, reached without the table or a pin.
     first: SubPool<R>,
+    /// No backend: maps go to the first region and its answer is final.
+    fixed: bool,
     /// Whether the table holds more than the first region (maps skip the table while not).
     grown: AtomicBool,
-    /// Registered waiters: what an unmap or free looks at to decide whether to wake.
-    waiting: AtomicUsize,
-    /// Throttling is on: waiting maps wait until use falls below the low watermark.
-    throttled: AtomicBool,
+    /// What a release must look at, one word read with one load: [`WAITING`],
+    /// [`THROTTLED`], [`FIRST_HINT`]. Zero on the fast path.
+    watch: AtomicUsize,
     /// Per sub-pool id: the smallest plain map (bytes) found `Full` there since its last
     /// release (`usize::MAX`: none); maps of at least that size try it last.
     hints: Box<[AtomicUsize]>,
@@ -235,9 +243,9 @@ impl<R: RawMutex> ElasticPool<R> {
         let counters = stats::Counters::new();
         counters.set_held(first_bytes);
         Self {
+            fixed: backend.is_none(),
             grown: AtomicBool::new(false),
-            waiting: AtomicUsize::new(0),
-            throttled: AtomicBool::new(false),
+            watch: AtomicUsize::new(0),
             hints: hints.into_boxed_slice(),
             table: AtomicPtr::new(Box::into_raw(table)),
             generation: AtomicUsize::new(0),
@@ -308,10 +316,6 @@ impl<R: RawMutex> ElasticPool<R> {
     /// Publishes `new` as the table and returns the old one. Writer only (growth lock).
     fn publish(&self, new: Box<Table<R>>) -> Box<Table<R>> {
         let grown = new.by_dma.len() > 1;
-        if grown && !self.grown.load(Ordering::Relaxed) {
-            // The first region's hint was not kept while it was alone: start clean.
-            self.hints[0].store(usize::MAX, Ordering::Relaxed);
-        }
         // Before the table, so that whoever sees a grown table sees the flag.
         self.grown.store(grown, Ordering::Release);
         let old = self.table.swap(Box::into_raw(new), Ordering::SeqCst);

@@ -182,7 +182,13 @@ impl<R: RawMutex> ElasticPool<R> {
             total_slots,
             used_slots,
             high_water: c.sample(used_slots),
-            failed_maps: Counters::get(&c.failed_maps),
+            // A fixed pool's refusals are its region's own (its maps go straight there).
+            failed_maps: Counters::get(&c.failed_maps)
+                + if self.fixed {
+                    self.first.pool.stats().failed_maps
+                } else {
+                    0
+                },
             sub_pools,
             held_bytes: if self.backend.is_some() { held } else { 0 },
             growths: Counters::get(&c.growths),
@@ -195,7 +201,7 @@ impl<R: RawMutex> ElasticPool<R> {
             waits: Counters::get(&c.waits),
             wait_timeouts: Counters::get(&c.wait_timeouts),
             throttled_waits: Counters::get(&c.throttled_waits),
-            throttled: self.throttled.load(Ordering::Relaxed),
+            throttled: self.watch.load(Ordering::Relaxed) & super::THROTTLED != 0,
         }
     }
 

@@ -9,7 +9,7 @@
 use crate::backend::SharedRange;
 use crate::pool::Pool;
 use crate::request::DmaAddr;
-use crate::sync::{AtomicBool, Ordering, TrackCell};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering, TrackCell};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -102,15 +102,28 @@ pub(crate) struct Entry<R: RawMutex> {
     pub(crate) open: bool,
 }
 
+/// An open sub-pool in the order maps try them: its hint index beside its pointer, so that
+/// skipping a full one reads nothing else.
+#[derive(Debug)]
+pub(crate) struct Open<R: RawMutex> {
+    pub(crate) id: usize,
+    pub(crate) sub: *const SubPool<R>,
+}
+
 /// A snapshot of the sub-pools.
 #[derive(Debug)]
 pub(crate) struct Table<R: RawMutex> {
     /// Sorted by device address.
     pub(crate) by_dma: Box<[Entry<R>]>,
-    /// The open sub-pools, as indexes into `by_dma`, oldest first.
-    pub(crate) order: Box<[u32]>,
+    /// The open sub-pools, oldest first.
+    pub(crate) order: Box<[Open<R>]>,
     /// The CPU ranges of every sub-pool, sorted.
     pub(crate) by_cpu: Box<[Range<usize>]>,
+    /// Maps start looking at this position of `order`: every region before it was found
+    /// with no free slot (a hint). A release before it moves it back.
+    pub(crate) cursor: AtomicUsize,
+    /// The position in `order` of each hint index (`u32::MAX`: not open).
+    pub(crate) position: Box<[u32]>,
     pub(crate) track: TrackCell,
 }
 
@@ -144,18 +157,27 @@ impl<R: RawMutex> Table<R> {
             })
             .collect();
         by_dma.sort_unstable_by_key(|e| e.start);
-        let mut order: Vec<u32> = (0..by_dma.len() as u32)
-            .filter(|&i| by_dma[i as usize].open)
-            .collect();
-        let serial = |i: &u32| {
-            let e = &by_dma[*i as usize];
-            resolve(&Member {
-                sub: e.sub,
-                open: e.open,
+        let mut order: Vec<(u64, Open<R>)> = members
+            .iter()
+            .filter(|m| m.open)
+            .map(|m| {
+                let sub = resolve(m);
+                (
+                    sub.serial,
+                    Open {
+                        id: sub.id,
+                        sub: m.sub,
+                    },
+                )
             })
-            .serial
-        };
-        order.sort_unstable_by_key(serial);
+            .collect();
+        order.sort_unstable_by_key(|(serial, _)| *serial);
+        let order: Vec<Open<R>> = order.into_iter().map(|(_, o)| o).collect();
+        let ids = members.iter().map(|m| resolve(m).id + 1).max().unwrap_or(0);
+        let mut position = alloc::vec![u32::MAX; ids];
+        for (k, o) in order.iter().enumerate() {
+            position[o.id] = k as u32;
+        }
         let mut by_cpu: Vec<Range<usize>> = members
             .iter()
             .map(|m| resolve(m).pool.cpu_range())
@@ -165,6 +187,8 @@ impl<R: RawMutex> Table<R> {
             by_dma: by_dma.into_boxed_slice(),
             order: order.into_boxed_slice(),
             by_cpu: by_cpu.into_boxed_slice(),
+            cursor: AtomicUsize::new(0),
+            position: position.into_boxed_slice(),
             track: TrackCell::new(),
         })
     }
@@ -186,6 +210,18 @@ impl<R: RawMutex> Table<R> {
         before
             .checked_sub(1)
             .is_some_and(|i| self.by_cpu[i].end > addr)
+    }
+
+    /// A release in the region with hint index `id`: if maps start past it, they start at
+    /// it again (a load, and a read-modify-write only then).
+    #[inline]
+    pub(crate) fn released_at(&self, id: usize) {
+        let Some(&k) = self.position.get(id) else {
+            return;
+        };
+        if k != u32::MAX && self.cursor.load(Ordering::Relaxed) > k as usize {
+            self.cursor.fetch_min(k as usize, Ordering::Relaxed);
+        }
     }
 
     /// The members this table was built from.

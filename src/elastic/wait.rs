@@ -23,7 +23,7 @@
 //! Waking takes every registered waker out of the list and wakes them all (each tries
 //! again and registers again if it still finds no room), outside the lock.
 
-use super::ElasticPool;
+use super::{ElasticPool, THROTTLED, WAITING};
 use crate::error::MapError;
 use crate::request::{Attrs, Constraints, Direction, DmaAddr};
 use crate::sync::{AtomicBool, Ordering, WakerArc};
@@ -67,7 +67,7 @@ impl<R: RawMutex> ElasticPool<R> {
                 *id = Some(new);
             }
         }
-        self.waiting.store(list.entries.len(), Ordering::Relaxed);
+        self.watch.fetch_or(WAITING, Ordering::Relaxed);
     }
 
     /// Removes the waiter `id`, if it is still registered.
@@ -75,7 +75,9 @@ impl<R: RawMutex> ElasticPool<R> {
         if let Some(id) = id.take() {
             let mut list = self.waiters.lock();
             list.entries.retain(|(i, _)| *i != id);
-            self.waiting.store(list.entries.len(), Ordering::Relaxed);
+            if list.entries.is_empty() {
+                self.watch.fetch_and(!WAITING, Ordering::Relaxed);
+            }
         }
     }
 
@@ -85,7 +87,7 @@ impl<R: RawMutex> ElasticPool<R> {
             let mut list = self.waiters.lock();
             let spare = core::mem::take(&mut list.spare);
             let batch = core::mem::replace(&mut list.entries, spare);
-            self.waiting.store(0, Ordering::Relaxed);
+            self.watch.fetch_and(!WAITING, Ordering::Relaxed);
             batch
         };
         if batch.is_empty() {
@@ -100,14 +102,13 @@ impl<R: RawMutex> ElasticPool<R> {
         }
     }
 
-    /// After a release that found waiters, or throttling on.
-    #[cold]
-    #[inline(never)]
-    pub(super) fn wake_after_release(&self) {
-        if self.throttled.load(Ordering::Relaxed) {
+    /// After a release that found waiters registered, or throttling on (`watch`, as the
+    /// release read it).
+    pub(super) fn wake_after_release(&self, watch: usize) {
+        if watch & THROTTLED != 0 {
             if let Some((_, low)) = self.config.throttle() {
                 if !self.above(low) {
-                    self.throttled.store(false, Ordering::Relaxed);
+                    self.watch.fetch_and(!THROTTLED, Ordering::Relaxed);
                     // Always through the list's lock, even with no waiter counted: a
                     // waiter registering now either sees the flag down or is woken.
                     self.wake_all();
@@ -115,7 +116,7 @@ impl<R: RawMutex> ElasticPool<R> {
                 }
             }
         }
-        if self.waiting.load(Ordering::Relaxed) != 0 {
+        if watch & WAITING != 0 {
             self.wake_all();
         }
     }
@@ -136,16 +137,16 @@ impl<R: RawMutex> ElasticPool<R> {
         let Some((high, low)) = self.config.throttle() else {
             return;
         };
-        if self.throttled.load(Ordering::Relaxed) || !self.above(high) {
+        if self.watch.load(Ordering::Relaxed) & THROTTLED != 0 || !self.above(high) {
             return;
         }
-        self.throttled.store(true, Ordering::Relaxed);
+        self.watch.fetch_or(THROTTLED, Ordering::Relaxed);
         // Releases that ran while the flag was down did not look at the watermark: order
         // ourselves after them and look again, so the flag is never left up with use
         // below the low watermark and nobody to lower it.
         self.order_after_releases();
         if !self.above(low) {
-            self.throttled.store(false, Ordering::Relaxed);
+            self.watch.fetch_and(!THROTTLED, Ordering::Relaxed);
             self.wake_all();
         }
     }
@@ -352,7 +353,7 @@ impl<R: RawMutex> MapFuture<'_, R> {
     /// One try, unless throttled. `Ready` with a result, or `None` to go on waiting.
     fn attempt(&mut self) -> Option<Result<DmaAddr, MapError>> {
         let pool = self.pool;
-        if pool.config.throttle().is_some() && pool.throttled.load(Ordering::Relaxed) {
+        if pool.watch.load(Ordering::Relaxed) & THROTTLED != 0 {
             if !self.throttled {
                 self.throttled = true;
                 pool.counters.throttled_wait();
