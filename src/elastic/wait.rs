@@ -280,8 +280,8 @@ impl<R: RawMutex> ElasticPool<R> {
 // === impl Wakeup ===
 
 /// What a waiting map is woken through: given to the wait function of
-/// [`ElasticPool::map_wait_with`].
-#[derive(Debug)]
+/// [`ElasticPool::map_wait_with`]. Clones watch the same wake-up.
+#[derive(Clone, Debug)]
 pub struct Wakeup {
     flag: WakerArc<Flag>,
 }

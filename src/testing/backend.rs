@@ -77,12 +77,16 @@ struct Inner {
     live: BTreeMap<DmaAddr, (Block, Layout)>,
     /// Ranges whose unshare failed: still shared, never reused, freed with the backend.
     leaked: Vec<(DmaAddr, Block, Layout)>,
+    /// Unshared ranges kept (see `quarantine`).
+    quarantined: Vec<(Block, Layout)>,
     calls: Vec<BackendCall>,
     faults: Faults,
 }
 
 #[derive(Debug, Default)]
 struct Faults {
+    /// Keep the memory of unshared ranges (freed with the backend) instead of freeing it.
+    quarantine: bool,
     shares: usize,
     unshares: usize,
     over: Option<usize>,
@@ -109,6 +113,7 @@ impl TestBackend {
                 next_dma: dma_base,
                 live: BTreeMap::new(),
                 leaked: Vec::new(),
+                quarantined: Vec::new(),
                 calls: Vec::new(),
                 faults: Faults::default(),
             })),
@@ -150,6 +155,35 @@ impl TestBackend {
     /// `unshare_percent`, from a seeded generator (reproducible).
     pub fn random_failures(&self, seed: u64, share_percent: u8, unshare_percent: u8) {
         self.lock().faults.random = Some((seed | 1, share_percent, unshare_percent));
+    }
+
+    /// Keeps the memory of unshared ranges until the backend is dropped instead of freeing
+    /// it: for device models that may still hold a view of a range when it is unshared (a
+    /// stale access then lands in memory nobody uses, and the model's own checks, against
+    /// [`live_ranges`](Self::live_ranges), report it).
+    pub fn quarantine(&self, on: bool) {
+        self.lock().faults.quarantine = on;
+    }
+
+    /// The ranges shared now, with their CPU addresses, in device address order: what a
+    /// device model may reach.
+    pub fn live_ranges(&self) -> Vec<SharedRange> {
+        self.lock()
+            .live
+            .iter()
+            .map(|(&dma, &(block, layout))| SharedRange {
+                cpu: block.0,
+                dma,
+                size: layout.size(),
+                token: 0,
+            })
+            .collect()
+    }
+
+    /// Changes whenever a range is shared or unshared (for caching a view of
+    /// [`live_ranges`](Self::live_ranges)).
+    pub fn generation(&self) -> usize {
+        self.lock().calls.len()
     }
 
     /// Every call so far, in order.
@@ -307,6 +341,9 @@ unsafe impl Backend for TestBackend {
                 if fail {
                     inner.leaked.push((range.dma, block, layout));
                     Err(BackendError::Refused { code: -16 })
+                } else if inner.faults.quarantine {
+                    inner.quarantined.push((block, layout));
+                    Ok(())
                 } else {
                     // SAFETY: allocated by `allocate` with this layout; the pool gave it
                     // back (the caller's promise: nothing uses it any more).
