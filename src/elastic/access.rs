@@ -96,11 +96,12 @@ impl<R: RawMutex> ElasticPool<R> {
         if !self.grown.load(Ordering::Relaxed) {
             // SAFETY: the caller's promise, passed on.
             let r = unsafe { self.first.pool.map_attrs(buf, dir, constraints, attrs) };
-            match &r {
-                Err(e) if growable(e) && self.config.grow_on_map() => {}
+            match r {
+                Err(e) if growable(&e) && self.config.grow_on_map() => {}
                 Err(e) => {
-                    self.refused(e);
-                    return r;
+                    let e = self.no_room(e, self.stream_need(buf.len(), constraints));
+                    self.refused(&e);
+                    return Err(e);
                 }
                 Ok(_) => return r,
             }
@@ -377,6 +378,7 @@ impl<R: RawMutex> ElasticPool<R> {
             match self.first.pool.alloc(size, constraints) {
                 Ok(c) => return Ok(c),
                 Err(e) if !(growable(&e) && self.grows_on_map()) => {
+                    let e = self.no_room(e, self.coherent_need(size, constraints));
                     self.refused(&e);
                     return Err(e);
                 }
@@ -496,6 +498,33 @@ impl<R: RawMutex> ElasticPool<R> {
         self.backend.is_some() && self.config.grow_on_map()
     }
 
+    /// `Impossible` only when no region the pool could ever add would take the request
+    /// either (it cannot grow, or not by `need` bytes): a region sized to it would have a
+    /// placement, so otherwise the pool is just full.
+    fn no_room(&self, e: MapError, need: usize) -> MapError {
+        let MapError::Impossible {
+            size,
+            slots,
+            align,
+            boundary,
+        } = e
+        else {
+            return e;
+        };
+        if self.backend.is_none() || need > self.config.max_bytes() {
+            return e;
+        }
+        let stats = self.stats();
+        MapError::Full {
+            size,
+            slots,
+            align,
+            boundary,
+            total_slots: stats.total_slots,
+            used_slots: stats.used_slots,
+        }
+    }
+
     /// Counts a refusal.
     #[cold]
     pub(super) fn refused(&self, e: &MapError) {
@@ -525,6 +554,7 @@ impl<R: RawMutex> ElasticPool<R> {
                 rounds += 1;
                 self.grow_for(need(), generation).is_err()
             } {
+                let e = self.no_room(e, need());
                 self.refused(&e);
                 return Err(e);
             }
