@@ -1,31 +1,45 @@
-//! A SWIOTLB for Rust: DMA bounced through a fixed pool of memory the device may see.
+//! A SWIOTLB for Rust: DMA bounced through memory the device may see.
 //!
-//! Confidential and protected VMs (pKVM, SEV-SNP, TDX, Gunyah) must not let a device read
-//! arbitrary guest memory. A [`Pool`] is a region shared with the device; every DMA buffer is
-//! copied into it on [`map`](Pool::map) and back out on [`unmap`](Pool::unmap), and the
-//! device only ever sees pool addresses. The semantics are Linux's `kernel/dma/swiotlb.c`
+//! Confidential and protected VMs (pKVM, SEV-SNP, TDX, Arm CCA, Gunyah) must not let a
+//! device read arbitrary guest memory. Every DMA buffer is copied into memory shared with
+//! the device on [`map`](Pool::map) and back out on [`unmap`](Pool::unmap), and the device
+//! only ever sees those bounce addresses. The semantics are Linux's `kernel/dma/swiotlb.c`
 //! (v6.10+), including the fixes of 2022-2024: `min_align_mask` offset preservation with
 //! front padding, `alloc_align_mask`, page alignment of page-sized mappings, segment
 //! boundaries, address limits, partial syncs at any offset, coherent allocations.
 //!
-//! The pool is split into areas, each with its own lock and bitmap; a caller starts in its
-//! own area (its thread or CPU) and falls back to the others, so an uncontended map and
-//! unmap touch no lock another area's user touches. All allocator metadata lives outside
-//! the pool (14 bytes and a bit per slot on 64-bit), because the device can write the pool.
+//! Two rooms:
+//!
+//! - [`ElasticPool`]: a set of regions obtained from a [`Backend`] (pages the guest shares
+//!   with the host on demand: pKVM's MEM_SHARE, TDX's MapGPA, SNP's page-state changes,
+//!   CCA's unprotected alias), grown when full, given back when idle, found by device
+//!   address in O(log n) without a lock, with maps that wait for room instead of failing
+//!   ([`map_async`](ElasticPool::map_async), [`map_wait`](ElasticPool::map_wait)).
+//!   [`ElasticPool::fixed`] is the same over one region shared beforehand.
+//! - [`Pool`]: one contiguous region, split into areas, each with its own lock and bitmap;
+//!   a caller starts in its own area (its thread or CPU) and falls back to the others. All
+//!   allocator metadata lives outside the region (15 bytes and a bit per slot on 64-bit),
+//!   because the device can write it.
+//!
 //! See [`implementation`] for the design and why.
 //!
 //! # Examples
 //!
 //! ```
 //! use core::ptr::NonNull;
-//! use swiotlb::{Attrs, Config, Constraints, Direction, Pool};
+//! use swiotlb::{Attrs, Constraints, Direction, ElasticConfig, ElasticPool, HeapBackend};
 //!
-//! let pool = Pool::allocate(1 << 20, Config::new())?;
+//! // A pool that starts at 256 KiB and grows by 1 MiB regions from the backend (ordinary
+//! // memory here; in a confidential VM, a backend that shares pages with the host).
+//! let config = ElasticConfig::new().with_initial(256 << 10).with_grow(1 << 20, 256 << 10);
+//! let pool = ElasticPool::new(HeapBackend::new(), config)?;
 //! let nvme = Constraints::new().min_align_mask(0xfff);
 //!
 //! let mut buf = vec![7u8; 3000];
 //! // SAFETY: `buf` stays alive and untouched until the unmap below.
-//! let dma = unsafe { pool.map(NonNull::from(&mut buf[..]), Direction::Bidirectional, &nvme)? };
+//! let dma = unsafe {
+//!     pool.try_map_attrs(NonNull::from(&mut buf[..]), Direction::Bidirectional, &nvme, Attrs::NONE)?
+//! };
 //! assert_eq!(dma & 0xfff, buf.as_ptr() as u64 & 0xfff); // low bits kept for the device
 //!
 //! // ... the device reads and writes pool memory at `dma` ...
@@ -39,12 +53,27 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! One region the user shared beforehand, with no growth:
+//!
+//! ```
+//! use core::ptr::NonNull;
+//! use swiotlb::{Attrs, Config, Constraints, Direction, Pool};
+//!
+//! let pool = Pool::allocate(1 << 20, Config::new())?; // or Pool::new over your region
+//! let mut buf = vec![7u8; 3000];
+//! // SAFETY: `buf` stays alive and untouched until the unmap below.
+//! let dma = unsafe { pool.map(NonNull::from(&mut buf[..]), Direction::ToDevice, &Constraints::NONE)? };
+//! // SAFETY: as above.
+//! unsafe { pool.unmap(dma, buf.len(), Direction::ToDevice, Attrs::NONE)? };
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Features
 //!
 //! | feature      | default | adds                                                          |
 //! |--------------|---------|---------------------------------------------------------------|
-//! | `std`        | yes     | `Pool::allocate`, `parking_lot` locks, a per-thread area hint |
-//! | `test-utils` | no      | `testing`: the shadow model, operations and checks shared by tests, fuzzing and benches |
+//! | `std`        | yes     | `Pool::allocate`, `parking_lot` locks, a per-thread area hint, `ElasticPool::map_wait`, a monotonic clock for idle times |
+//! | `test-utils` | no      | `testing`: the shadow models, operations and checks shared by tests, fuzzing and benches, and `TestBackend` |
 //!
 //! Without `std` the crate needs only `alloc` (for the metadata), and the areas use a spin
 //! lock with exponential backoff.
