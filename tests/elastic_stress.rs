@@ -261,7 +261,10 @@ fn eight_threads_on_a_pool_that_grows_and_shrinks_under_them() {
     );
     assert_eq!(stats.used_slots, 0);
     assert!(stats.growths > 0 && stats.shrinks > 0, "{stats:?}");
-    assert!(full.load(Ordering::Relaxed) > 0 && waited > 0, "the pool was never full");
+    assert!(
+        full.load(Ordering::Relaxed) > 0 && waited > 0,
+        "the pool was never full"
+    );
     pool.shrink();
     assert_eq!(pool.stats().sub_pools, 1);
     assert_eq!(pool.stats().shrinks, stats.growths);
