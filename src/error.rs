@@ -5,9 +5,10 @@
 
 use crate::config::MAX_AREAS;
 use crate::request::{Direction, DmaAddr};
+use core::fmt;
 
 /// A pool configuration or region that cannot work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The slot size is not a power of two between 64 bytes and 4 KiB.
@@ -47,7 +48,7 @@ pub enum ConfigError {
 }
 
 /// Why a mapping or a coherent allocation was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MapError {
     /// A mapping or allocation of zero bytes.
@@ -130,7 +131,7 @@ pub enum MapError {
 
 /// Why an unmap, sync or free was refused: the address, length or direction does not
 /// describe a live mapping (or coherent allocation) of this pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupError {
     /// A sync of zero bytes.
@@ -213,4 +214,169 @@ pub enum LookupError {
         /// What the address is.
         actual: &'static str,
     },
+}
+
+// === Debug: addresses, masks and alignments in hex, as the messages print them ===
+
+/// A number that `Debug` prints in hex (`0x1000`).
+pub(crate) struct Hex<T>(pub(crate) T);
+
+impl<T: fmt::LowerHex> fmt::Debug for Hex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::SlotSize(n) => f.debug_tuple("SlotSize").field(&n).finish(),
+            Self::SegmentSlots(n) => f.debug_tuple("SegmentSlots").field(&n).finish(),
+            Self::PageSize(n) => f.debug_tuple("PageSize").field(&n).finish(),
+            Self::Areas(n) => f.debug_tuple("Areas").field(&n).finish(),
+            Self::TooSmall {
+                size,
+                dma_base,
+                slot_size,
+            } => f
+                .debug_struct("TooSmall")
+                .field("size", &size)
+                .field("dma_base", &Hex(dma_base))
+                .field("slot_size", &slot_size)
+                .finish(),
+            Self::Wraps { size, dma_base } => f
+                .debug_struct("Wraps")
+                .field("size", &size)
+                .field("dma_base", &Hex(dma_base))
+                .finish(),
+            Self::OutOfMemory(n) => f.debug_tuple("OutOfMemory").field(&n).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::ZeroLength => f.write_str("ZeroLength"),
+            Self::TooLarge { size, max } => f
+                .debug_struct("TooLarge")
+                .field("size", &size)
+                .field("max", &max)
+                .finish(),
+            Self::InvalidMask { name, mask } => f
+                .debug_struct("InvalidMask")
+                .field("name", &name)
+                .field("mask", &Hex(mask))
+                .finish(),
+            Self::Impossible {
+                size,
+                slots,
+                align,
+                boundary,
+            } => f
+                .debug_struct("Impossible")
+                .field("size", &size)
+                .field("slots", &slots)
+                .field("align", &Hex(align))
+                .field("boundary", &Hex(boundary))
+                .finish(),
+            Self::Unreachable {
+                size,
+                limit,
+                pool_start,
+            } => f
+                .debug_struct("Unreachable")
+                .field("size", &size)
+                .field("limit", &Hex(limit))
+                .field("pool_start", &Hex(pool_start))
+                .finish(),
+            Self::BufferInPool { addr, len } => f
+                .debug_struct("BufferInPool")
+                .field("addr", &Hex(addr))
+                .field("len", &len)
+                .finish(),
+            Self::BufferWraps { addr, len } => f
+                .debug_struct("BufferWraps")
+                .field("addr", &Hex(addr))
+                .field("len", &len)
+                .finish(),
+            Self::Full {
+                size,
+                slots,
+                align,
+                boundary,
+                total_slots,
+                used_slots,
+            } => f
+                .debug_struct("Full")
+                .field("size", &size)
+                .field("slots", &slots)
+                .field("align", &Hex(align))
+                .field("boundary", &Hex(boundary))
+                .field("total_slots", &total_slots)
+                .field("used_slots", &used_slots)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::ZeroLength { dma } => f
+                .debug_struct("ZeroLength")
+                .field("dma", &Hex(dma))
+                .finish(),
+            Self::NotMapped { dma } => f.debug_struct("NotMapped").field("dma", &Hex(dma)).finish(),
+            Self::NotStart { dma, start } => f
+                .debug_struct("NotStart")
+                .field("dma", &Hex(dma))
+                .field("start", &Hex(start))
+                .finish(),
+            Self::LengthMismatch { dma, mapped, given } => f
+                .debug_struct("LengthMismatch")
+                .field("dma", &Hex(dma))
+                .field("mapped", &mapped)
+                .field("given", &given)
+                .finish(),
+            Self::OutOfRange {
+                dma,
+                len,
+                start,
+                mapped,
+            } => f
+                .debug_struct("OutOfRange")
+                .field("dma", &Hex(dma))
+                .field("len", &len)
+                .field("start", &Hex(start))
+                .field("mapped", &mapped)
+                .finish(),
+            Self::DirectionMismatch { dma, mapped, given } => f
+                .debug_struct("DirectionMismatch")
+                .field("dma", &Hex(dma))
+                .field("mapped", &mapped)
+                .field("given", &given)
+                .finish(),
+            Self::WrongBuffer {
+                dma,
+                expected,
+                given,
+            } => f
+                .debug_struct("WrongBuffer")
+                .field("dma", &Hex(dma))
+                .field("expected", &Hex(expected))
+                .field("given", &Hex(given))
+                .finish(),
+            Self::WrongKind {
+                dma,
+                expected,
+                actual,
+            } => f
+                .debug_struct("WrongKind")
+                .field("dma", &Hex(dma))
+                .field("expected", &expected)
+                .field("actual", &actual)
+                .finish(),
+        }
+    }
 }

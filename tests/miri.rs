@@ -255,8 +255,9 @@ fn elastic_pool_grows_maps_and_shrinks() {
         assert!(pool.lookup(dma + 100).is_some());
     }
     for (i, (b, &dma)) in bufs.iter_mut().zip(&dmas).enumerate() {
-        b[0] = 0xff; // a CPU use of the buffer between calls: the pointer kept at map dies
-                     // SAFETY: `b` is the mapping's original, given fresh.
+        // A CPU use of the buffer between calls: the pointer kept at map dies.
+        b[0] = 0xff;
+        // SAFETY: `b` is the mapping's original, given fresh.
         unsafe {
             pool.unmap_into(
                 dma,
@@ -310,7 +311,7 @@ fn elastic_map_future_is_woken_by_an_unmap() {
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = Waker::from(flag.clone());
     let mut cx = Context::from_waker(&waker);
-    let mut buf = vec![9u8; 100];
+    let mut buf = [9u8; 100];
     // SAFETY: `buf` outlives the future and its mapping.
     let mut fut = Box::pin(unsafe {
         pool.map_async(
@@ -322,7 +323,7 @@ fn elastic_map_future_is_woken_by_an_unmap() {
     });
     assert!(fut.as_mut().poll(&mut cx).is_pending());
     {
-        let mut other = vec![1u8; 10];
+        let mut other = [1u8; 10];
         // SAFETY: as above; dropped unpolled-to-completion.
         let mut waiting = Box::pin(unsafe {
             pool.map_async(
@@ -345,5 +346,101 @@ fn elastic_map_future_is_woken_by_an_unmap() {
     unsafe { pool.unmap(dma, buf.len(), Direction::ToDevice, Attrs::NONE) }.unwrap();
     // SAFETY: as above.
     unsafe { pool.unmap(held2, hog2.len(), Direction::ToDevice, Attrs::NONE) }.unwrap();
+    assert_eq!(pool.stats().used_slots, 0);
+}
+
+/// The safe guards: a `DmaMut` whose buffer the CPU writes through `as_mut_slice` between
+/// syncs (which invalidates any pointer taken at map: the guard must hand the pool fresh
+/// ones), a `DmaRef`, owned buffers moved through a queue before their unmap, and a
+/// coherent guard read and written.
+#[test]
+fn guards_give_the_pool_fresh_pointers() {
+    use swiotlb::{CoherentGuard, DmaMut, DmaOwned, DmaRef};
+    let pool = small_pool();
+    let c = Constraints::new().min_align_mask(0x3ff);
+    let mut buf = vec![0u8; 700];
+    let mut m = DmaMut::bidirectional(&pool, &mut buf[..], &c).unwrap();
+    m.as_mut_slice()[600..].fill(3);
+    m.sync_for_device(600..).unwrap();
+    assert_eq!(read(&pool, m.dma() + 600, 100), vec![3; 100]);
+    write(&pool, m.dma() + 520, &[5; 20]);
+    m.sync_for_cpu(520..540).unwrap();
+    assert_eq!(m.as_slice()[520..540], [5; 20]);
+    m.as_mut_slice()[0] = 9;
+    write(&pool, m.dma() + 1, &[6]);
+    drop(m); // copies back through a pointer taken now
+    assert_eq!(buf[..2], [0, 6]);
+
+    let command = [1u8; 40];
+    let r = DmaRef::to_device(&pool, &command, &c).unwrap();
+    assert_eq!(read(&pool, r.dma(), 40), vec![1; 40]);
+    r.unmap().unwrap();
+
+    let mut queue = Vec::new();
+    for i in 0..3u8 {
+        let m = DmaOwned::map(
+            &pool,
+            vec![i; 300],
+            Direction::FromDevice,
+            &Constraints::NONE,
+            Attrs::ZERO_FILL,
+        )
+        .unwrap();
+        queue.push(m); // the Vec moves, its heap bytes do not
+    }
+    queue.reverse();
+    for m in &queue {
+        write(&pool, m.dma(), &[0xaa; 300]);
+    }
+    for m in queue {
+        assert_eq!(m.unmap().unwrap(), vec![0xaa; 300]);
+    }
+
+    let mut ring = CoherentGuard::new(&pool, 200, &Constraints::NONE).unwrap();
+    ring.write(100, &[7; 50]).unwrap();
+    let mut back = [0u8; 60];
+    ring.read(95, &mut back).unwrap();
+    assert_eq!(back[..5], [0; 5]);
+    assert_eq!(back[5..55], [7; 50]);
+    drop(ring);
+    assert_eq!(pool.stats().used_slots, 0);
+}
+
+/// The allocator: a `Vec` in pool memory grown through the size classes into a large block
+/// and shrunk back (each move a shared copy), a `Box`, zeroed blocks, everything given back.
+#[test]
+fn shared_alloc_vec_grows_and_shrinks_in_pool_memory() {
+    use swiotlb::allocator_api2::alloc::Allocator;
+    use swiotlb::allocator_api2::vec::Vec as AVec;
+    use swiotlb::SharedAlloc;
+    let config = Config::new()
+        .with_slot_size(512)
+        .with_segment_slots(8)
+        .with_areas(1);
+    let pool = Pool::allocate(32 * 512, config).expect("pool");
+    {
+        let alloc = SharedAlloc::new(&pool, Constraints::NONE);
+        let mut v: AVec<u8, _> = AVec::new_in(&alloc);
+        for i in 0..2100u32 {
+            v.push(i as u8);
+        }
+        assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+        let dma = alloc.dma_addr(v.as_ptr()).unwrap();
+        assert_eq!(read(&pool, dma + 5, 3), [5, 6, 7]);
+        v.truncate(40);
+        v.shrink_to_fit();
+        assert_eq!(v[39], 39);
+        let layout = core::alloc::Layout::from_size_align(100, 16).unwrap();
+        let z = alloc.allocate_zeroed(layout).unwrap();
+        let mut back = [1u8; 100];
+        // SAFETY: a live block of 100 bytes or more.
+        unsafe { copy_from_shared(back.as_mut_ptr(), z.cast::<u8>().as_ptr(), 100) };
+        assert_eq!(back, [0; 100]);
+        // SAFETY: the block just allocated, with its layout.
+        unsafe { alloc.deallocate(z.cast(), layout) };
+        let b = swiotlb::allocator_api2::boxed::Box::new_in(0x1234u32, &alloc);
+        assert_eq!(*b, 0x1234);
+        drop((v, b));
+    }
     assert_eq!(pool.stats().used_slots, 0);
 }

@@ -14,18 +14,53 @@
 use std::hint::black_box;
 use swiotlb_bench::{Bounce, Buffer, Direction, Kind};
 
-fn main() -> Result<(), String> {
+const USAGE: &str = "usage: hot_loop [IMPL [BYTES [ITERATIONS [copy]]]]
+  IMPL        swiotlb (default), ours, linux_style, linux_areas, buddy, pvmfw, mutex_bitmap
+  BYTES       bytes per mapping, 1 to 262144 (default 64)
+  ITERATIONS  map+unmap pairs, 1 to 10^10 (default 1000000)
+  copy        copy back on unmap (default: skip-sync)";
+
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hot_loop: {e}\n{USAGE}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn number(arg: Option<&String>, default: u64, max: u64, what: &str) -> Result<u64, String> {
+    match arg {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("{what} is 1 to {max}, not {s:?}")),
+        },
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    if args.len() > 4 {
+        return Err(format!("four arguments at most, not {}", args.len()));
+    }
     let kind: Kind = args.first().map_or("swiotlb", |s| s.as_str()).parse()?;
-    let len: usize = args
-        .get(1)
-        .map_or(Ok(64), |s| s.parse())
-        .map_err(|e| format!("{e}"))?;
-    let iters: u64 = args
-        .get(2)
-        .map_or(Ok(1_000_000), |s| s.parse())
-        .map_err(|e| format!("{e}"))?;
-    let skip = args.get(3).map(|s| s.as_str()) != Some("copy");
+    let len = number(args.get(1), 64, swiotlb_bench::MAX_MAPPING as u64, "BYTES")? as usize;
+    let iters = number(args.get(2), 1_000_000, 10_000_000_000, "ITERATIONS")?;
+    let skip = match args.get(3).map(|s| s.as_str()) {
+        None => true,
+        Some("copy") => false,
+        Some(other) => {
+            return Err(format!(
+                "the fourth argument is `copy` or nothing, not {other:?}"
+            ))
+        }
+    };
     let pool = kind.build(4 << 20)?;
     let mut buf = Buffer::new(len, 1)?;
     let ptr = buf.slice(len);

@@ -8,12 +8,15 @@
 //! | `swiotlb`     | this project's [`swiotlb::Pool`] ([`ours::Ours`])                       |
 //! | `linux_style` | Linux's SWIOTLB before areas (v5.x): one lock, next fit over slots with per-slot free-run counters ([`linux::LinuxSlots`] with one area) |
 //! | `linux_areas` | the same with per-CPU areas and a global used / high-water counter, as Linux since 5.19 / 6.3 ([`linux::LinuxSlots`]) |
-//! | `buddy`       | `buddy_system_allocator`'s frame allocator at byte granularity under one lock, as Android's pvmfw bounces virtio buffers ([`buddy::Buddy`]) |
+//! | `buddy`       | `buddy_system_allocator`'s frame allocator at byte granularity under one lock, as Android's pvmfw bounces virtio buffers, copying as Linux does ([`buddy::Buddy`]) |
+//! | `pvmfw`       | the same allocator under a spin lock with pvmfw's own copy rules: no copy in for `FromDevice` ([`pvmfw::Pvmfw`]) |
 //! | `mutex_bitmap`| first fit over a `bitvec` of 2 KiB slots under one `parking_lot` mutex ([`bitmap::MutexBitmap`]) |
 //!
 //! The baselines are written here from their published designs, not copied. All of them
-//! really copy the bytes as ours does: map copies the original into the pool for every
-//! direction, unmap copies back for `FromDevice` and `Bidirectional` unless told to skip.
+//! really copy the bytes: map copies the original into the pool (for every direction but
+//! where [`Kind::from_device_start`] says otherwise: `pvmfw` leaves a `FromDevice` bounce
+//! buffer as it was), unmap copies back for `FromDevice` and `Bidirectional` unless told to
+//! skip.
 //! None of them checks constraints (`min_align_mask` and friends) because the benchmarks ask
 //! for none; all of them page-align mappings of a page or more, as Linux does.
 //!
@@ -32,11 +35,14 @@ pub mod bitmap;
 pub mod buddy;
 pub mod fill;
 pub mod fragmentation;
+pub mod histogram;
 pub mod linux;
 pub mod mix;
 pub mod ours;
+pub mod pvmfw;
 mod region;
 pub mod runner;
+pub mod spin;
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -143,19 +149,23 @@ pub enum Kind {
     LinuxStyle,
     /// Linux with per-CPU areas.
     LinuxAreas,
-    /// `buddy_system_allocator`'s frame allocator under one lock (pvmfw).
+    /// `buddy_system_allocator`'s frame allocator under one lock (pvmfw's allocator),
+    /// copying as Linux does.
     Buddy,
+    /// pvmfw: the same allocator under a spin lock, with pvmfw's copy rules.
+    Pvmfw,
     /// First fit over a `bitvec` under one mutex.
     MutexBitmap,
 }
 
 impl Kind {
     /// Every implementation, ours first.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Swiotlb,
         Kind::LinuxStyle,
         Kind::LinuxAreas,
         Kind::Buddy,
+        Kind::Pvmfw,
         Kind::MutexBitmap,
     ];
 
@@ -166,7 +176,26 @@ impl Kind {
             Kind::LinuxStyle => "linux_style",
             Kind::LinuxAreas => "linux_areas",
             Kind::Buddy => "buddy",
+            Kind::Pvmfw => "pvmfw",
             Kind::MutexBitmap => "mutex_bitmap",
+        }
+    }
+
+    /// The smallest pool [`build`](Self::build) accepts: whole segments for the
+    /// Linux-style kinds, a page for the others.
+    pub const fn min_pool_size(self) -> usize {
+        match self {
+            Kind::LinuxStyle | Kind::LinuxAreas => SLOT_SIZE * SEGMENT_SLOTS,
+            _ => PAGE_SIZE,
+        }
+    }
+
+    /// What a `FromDevice` bounce buffer holds when `map` returns, before the device
+    /// writes it: the copy rule in which the implementations differ.
+    pub const fn from_device_start(self) -> FromDeviceStart {
+        match self {
+            Kind::Pvmfw => FromDeviceStart::Untouched,
+            _ => FromDeviceStart::Original,
         }
     }
 
@@ -182,9 +211,22 @@ impl Kind {
             Kind::LinuxStyle => AnyPool::LinuxStyle(linux::LinuxSlots::new(size, 1)?),
             Kind::LinuxAreas => AnyPool::LinuxAreas(linux::LinuxSlots::new(size, default_areas())?),
             Kind::Buddy => AnyPool::Buddy(buddy::Buddy::new(size)?),
+            Kind::Pvmfw => AnyPool::Pvmfw(pvmfw::Pvmfw::new(size)?),
             Kind::MutexBitmap => AnyPool::MutexBitmap(bitmap::MutexBitmap::new(size)?),
         })
     }
+}
+
+/// What a `FromDevice` mapping's bounce buffer holds before the device writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FromDeviceStart {
+    /// A copy of the original buffer, as Linux does (so that bytes the device does not
+    /// write come back unchanged).
+    Original,
+    /// Zeros (the pool's zero fill).
+    Zeroed,
+    /// Whatever the memory held before: no copy, no fill (pvmfw).
+    Untouched,
 }
 
 impl fmt::Display for Kind {
@@ -224,6 +266,8 @@ pub enum AnyPool {
     LinuxAreas(linux::LinuxSlots),
     /// See [`Kind::Buddy`].
     Buddy(buddy::Buddy),
+    /// See [`Kind::Pvmfw`].
+    Pvmfw(pvmfw::Pvmfw),
     /// See [`Kind::MutexBitmap`].
     MutexBitmap(bitmap::MutexBitmap),
 }
@@ -234,6 +278,7 @@ macro_rules! dispatch {
             AnyPool::Swiotlb($p) => $e,
             AnyPool::LinuxStyle($p) | AnyPool::LinuxAreas($p) => $e,
             AnyPool::Buddy($p) => $e,
+            AnyPool::Pvmfw($p) => $e,
             AnyPool::MutexBitmap($p) => $e,
         }
     };
@@ -246,6 +291,7 @@ impl Bounce for AnyPool {
             AnyPool::LinuxStyle(_) => Kind::LinuxStyle.name(),
             AnyPool::LinuxAreas(_) => Kind::LinuxAreas.name(),
             AnyPool::Buddy(_) => Kind::Buddy.name(),
+            AnyPool::Pvmfw(_) => Kind::Pvmfw.name(),
             AnyPool::MutexBitmap(_) => Kind::MutexBitmap.name(),
         }
     }
@@ -339,6 +385,22 @@ impl Buffer {
         let len = len.min(self.0.len());
         NonNull::slice_from_raw_parts(self.0.ptr(), len)
     }
+}
+
+/// A byte count as people write it: `4096` -> "4 KiB", `3000` -> "2.9 KiB", `100` -> "100 B".
+pub fn size_text(bytes: usize) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    if bytes >= 1 << 20 {
+        return format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    }
+    if bytes >= 1 << 10 {
+        return format!("{:.1} KiB", bytes as f64 / 1024.0);
+    }
+    format!("{bytes} B")
 }
 
 /// Copies `len` bytes from `src` to `dst`.

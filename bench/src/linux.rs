@@ -140,7 +140,7 @@ impl LinuxSlots {
             }
             // Areas start on a segment, and the region on a page, so alignment in slots
             // is alignment in device addresses.
-            if (base + index) % align != 0 {
+            if !(base + index).is_multiple_of(align) {
                 index = wrap(index + 1);
                 checked += 1;
                 continue;
@@ -196,7 +196,7 @@ impl LinuxSlots {
         let mut area = self.areas[a].lock();
         let end = local + nslots;
         // Continue the count of the free run after this one, if it is in the same segment.
-        let mut count = if end % SEGMENT_SLOTS != 0 {
+        let mut count = if !end.is_multiple_of(SEGMENT_SLOTS) {
             area.list[end]
         } else {
             0

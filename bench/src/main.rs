@@ -25,60 +25,94 @@ macro_rules! outln {
 }
 
 mod report;
+mod table;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 use std::time::Duration;
 use swiotlb_bench::fragmentation::{first_failure, Outcome};
-use swiotlb_bench::runner::{run, RunConfig, RunResult};
-use swiotlb_bench::{Bounce, Direction, Kind};
+use swiotlb_bench::mix::{MAX_SIZE, VIRTIO_BANDS};
+use swiotlb_bench::runner::{
+    clock_ns, clock_resolution_ns, min_pool_size, run, RunConfig, RunResult, Subject, Workload,
+};
+use swiotlb_bench::{Bounce, Direction, Kind, MAX_MAPPING};
+use table::{size_text, time_text, Table};
 
-/// Map/unmap latency and throughput of the swiotlb bounce pool, beside Linux-style, buddy
-/// and bitmap pools.
-///
-/// With no arguments: compares ours with every baseline at 1 and 2 threads, 4 KiB
-/// bidirectional mappings in a 64 MiB pool (about 15 s).
+/// Most threads a run may ask for.
+const MAX_THREADS: usize = 256;
+/// Most mappings in flight per thread.
+const MAX_BATCH: usize = 256;
+/// Largest pool.
+const MAX_POOL: usize = 1 << 30;
+/// Longest run, seconds.
+const MAX_SECONDS: f64 = 600.0;
+/// Issue 11's target for the live bytes over the pool at the first refusal.
+const OCCUPANCY_TARGET: f64 = 0.85;
+/// Most fragmentation seeds.
+const MAX_SEEDS: u64 = 10_000;
+
+const AFTER_HELP: &str = "\
+With no arguments (about 15 s once built): the virtio mix (40% 64-512 B, 40% 4 KiB,
+15% 16-64 KiB, 5% 128-256 KiB; half to-device, half from-device; 32 in flight per thread)
+through swiotlb, the copy floor (memcpy) and every baseline (pvmfw, buddy, linux_style,
+linux_areas, mutex_bitmap), at 1 and 2 threads, with how many times faster swiotlb is.
+
+Examples:
+  swiotlb-bench --granule 4K                  4 KiB bidirectional mappings, 16 in flight
+  swiotlb-bench --impl pvmfw --compare        swiotlb against pvmfw only
+  swiotlb-bench --impl ours --threads 1,2,4   swiotlb alone at 1, 2 and 4 threads
+  swiotlb-bench --json > run.json             the same figures as JSON
+  swiotlb-bench fragmentation                 occupancy at the first refusal
+  swiotlb-bench report                        criterion's results as markdown tables";
+
+/// Map/unmap latency and throughput of the swiotlb bounce pool, beside the plain copies of
+/// the same workload and the pools it replaces (pvmfw-style, buddy, Linux-style, bitmap).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, after_help = AFTER_HELP, allow_negative_numbers = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Threads mapping at once; a comma-separated list runs each
-    /// (default 1; with --compare and no arguments, 1,2).
-    #[arg(short, long, value_delimiter = ',')]
+    /// What each thread maps [default: mix, or fixed when --granule or --dir is given].
+    #[arg(short, long, value_enum)]
+    workload: Option<WorkloadArg>,
+
+    /// Bytes per mapping, 1 B to 256 KiB (suffixes K, M, G) [fixed workload; default 4K].
+    #[arg(short, long, value_parser = parse_granule)]
+    granule: Option<usize>,
+
+    /// Direction of every mapping [fixed workload; default bidirectional].
+    #[arg(short, long, value_enum)]
+    dir: Option<Dir>,
+
+    /// Threads mapping at once, 1 to 256; a comma-separated list runs each.
+    #[arg(short, long, value_delimiter = ',', default_value = "1,2", value_parser = parse_threads)]
     threads: Vec<usize>,
 
-    /// Seconds per run.
-    #[arg(short, long, default_value_t = 1.5)]
+    /// Seconds per run (more than 0, at most 600).
+    #[arg(short, long, default_value = "1", value_parser = parse_seconds)]
     seconds: f64,
-
-    /// Bytes per mapping (suffixes K, M and G allowed).
-    #[arg(short, long, default_value = "4096", value_parser = parse_size)]
-    granule: usize,
-
-    /// Direction of every mapping.
-    #[arg(short, long, value_enum, default_value_t = Dir::Bidirectional)]
-    dir: Dir,
 
     /// Skip the copy back on unmap (Linux's DMA_ATTR_SKIP_CPU_SYNC).
     #[arg(long)]
     skip_sync: bool,
 
-    /// Bytes of pool memory (suffixes K, M and G allowed).
-    #[arg(short, long, default_value = "64M", value_parser = parse_size, global = true)]
+    /// Bytes of pool memory, 4 KiB to 1 GiB (suffixes K, M, G).
+    #[arg(short, long, default_value = "64M", value_parser = parse_pool_size, global = true)]
     pool_size: usize,
 
-    /// Implementation: ours (swiotlb), linux_style, linux_areas, buddy or mutex_bitmap.
-    #[arg(short, long = "impl", default_value = "ours", value_parser = parse_kind)]
-    implementation: Kind,
+    /// Run only these (comma-separated): ours (= swiotlb), memcpy (the copy floor), pvmfw,
+    /// buddy, linux_style, linux_areas, mutex_bitmap [default: all of them].
+    #[arg(short, long = "impl", value_delimiter = ',', value_parser = parse_subject)]
+    implementation: Vec<Subject>,
 
-    /// Mappings each thread holds at once; latencies are per-operation means over a batch.
-    #[arg(short, long, default_value_t = 16)]
-    batch: usize,
+    /// Mappings each thread holds at once, 1 to 256 [default: 32 for the mix, 16 for fixed].
+    #[arg(short, long, value_parser = parse_batch)]
+    batch: Option<usize>,
 
-    /// Run ours and every baseline, and print how much faster ours is.
+    /// Add swiotlb to the --impl list and show how many times faster it is (what a run
+    /// without --impl does anyway).
     #[arg(short, long)]
     compare: bool,
 
@@ -89,20 +123,28 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Occupancy at the first refusal under the realistic size mix with random churn, for
-    /// ours and every baseline (uses --pool-size and --json).
+    /// Occupancy at the first refusal under the realistic (boot) size mix with random
+    /// churn, for ours and every baseline (uses --pool-size and --json).
     Fragmentation {
-        /// Runs (seeds 1..=N) per implementation.
-        #[arg(long, default_value_t = 20)]
+        /// Runs (seeds 1..=N) per implementation, 1 to 10000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
         seeds: u64,
     },
-    /// Turn criterion's results into the markdown tables of BENCHMARKS.md, with ratios
-    /// and the targets checked.
+    /// Turn criterion's results (`cargo bench --bench main` first) into the markdown tables
+    /// of BENCHMARKS.md, with ratios and the targets checked.
     Report {
-        /// Criterion's output folder.
-        #[arg(default_value = "target/criterion")]
-        dir: std::path::PathBuf,
+        /// Criterion's output folder [default: target/criterion, looked for here and
+        /// beside this executable's target folder].
+        dir: Option<std::path::PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WorkloadArg {
+    /// The virtio mix: unmap the oldest of --batch mappings in flight, map the next.
+    Mix,
+    /// --batch mappings of --granule bytes in --dir: map them all, then unmap them all.
+    Fixed,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,8 +164,58 @@ impl From<Dir> for Direction {
     }
 }
 
-fn parse_kind(s: &str) -> Result<Kind, String> {
-    s.parse()
+fn parse_subject(s: &str) -> Result<Subject, String> {
+    s.trim().parse()
+}
+
+/// An integer in `lo..=hi`, or a message that gives the range.
+fn parse_in(s: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(format!("{what} is {lo} to {hi}, not {s:?}")),
+    }
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    parse_in(s, 1, MAX_THREADS, "a thread count")
+}
+
+fn parse_batch(s: &str) -> Result<usize, String> {
+    parse_in(s, 1, MAX_BATCH, "a batch (mappings in flight per thread)")
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= MAX_SECONDS => Ok(x),
+        _ => Err(format!(
+            "seconds per run are more than 0 and at most {MAX_SECONDS}, not {s:?}"
+        )),
+    }
+}
+
+fn parse_granule(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n > MAX_MAPPING {
+        return Err(format!(
+            "{} is over the largest mapping, {} (one segment: 128 slots of 2 KiB)",
+            size_text(n),
+            size_text(MAX_MAPPING)
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_pool_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if !(4096..=MAX_POOL).contains(&n) {
+        return Err(format!(
+            "a pool is {} to {}, not {}",
+            size_text(4096),
+            size_text(MAX_POOL),
+            size_text(n)
+        ));
+    }
+    Ok(n)
 }
 
 /// Parses `4096`, `64K`, `64M`, `1G` (powers of 1024; an optional trailing `iB` or `B`).
@@ -143,18 +235,19 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a size (try 4096, 64K, 64M, 1G)"))?;
-    n.checked_mul(1 << shift)
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{s:?} is out of range"))
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("a size of 0 bytes".into()),
+        Some(n) => Ok(n),
+        None => Err(format!("{s:?} is out of range")),
+    }
 }
 
 fn main() -> ExitCode {
-    let no_arguments = std::env::args_os().len() == 1;
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Some(Command::Fragmentation { seeds }) => fragmentation(&cli, *seeds),
-        Some(Command::Report { dir }) => report::print(dir),
-        None => bench(&cli, no_arguments),
+        Some(Command::Report { dir }) => report::print(dir.as_deref()),
+        None => bench(&cli),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,66 +258,237 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(cli: &Cli, no_arguments: bool) -> Result<(), String> {
-    if !(cli.seconds > 0.0 && cli.seconds.is_finite()) {
-        return Err("--seconds must be a positive number".into());
+/// The workload the options ask for.
+fn workload(cli: &Cli) -> Result<Workload, String> {
+    let fixed_options = cli.granule.is_some() || cli.dir.is_some();
+    match cli.workload {
+        Some(WorkloadArg::Mix) if fixed_options => Err(
+            "--granule and --dir are for --workload fixed: the mix draws its own sizes and directions"
+                .into(),
+        ),
+        Some(WorkloadArg::Mix) => Ok(Workload::Mix),
+        None if !fixed_options => Ok(Workload::Mix),
+        _ => Ok(Workload::Fixed {
+            granule: cli.granule.unwrap_or(4096),
+            dir: cli.dir.map_or(Direction::Bidirectional, Direction::from),
+        }),
     }
-    let compare = cli.compare || no_arguments;
-    let threads = match (&cli.threads[..], compare) {
-        ([], true) => vec![1, 2],
-        ([], false) => vec![1],
-        (t, _) => t.to_vec(),
+}
+
+/// What a run of `workload` measures, in one line.
+fn describe(cli: &Cli, workload: Workload, batch: usize) -> String {
+    let what = match workload {
+        Workload::Mix => {
+            let bands: Vec<String> = VIRTIO_BANDS
+                .iter()
+                .scan(0, |prev, &(cum, lo, hi)| {
+                    let share = (cum - *prev) / 10;
+                    *prev = cum;
+                    Some(if lo == hi {
+                        format!("{share}% {}", size_text(lo))
+                    } else {
+                        format!("{share}% {}-{}", size_text(lo), size_text(hi))
+                    })
+                })
+                .collect();
+            format!(
+                "the virtio mix ({}; half to-device, half from-device), {batch} in flight per thread",
+                bands.join(", ")
+            )
+        }
+        Workload::Fixed { granule, dir } => format!(
+            "{} {} mappings, {batch} held at once per thread",
+            size_text(granule),
+            swiotlb_bench::runner::direction_name(dir)
+        ),
     };
-    let kinds: Vec<Kind> = if compare {
-        Kind::ALL.to_vec()
-    } else {
-        vec![cli.implementation]
-    };
-    let duration = Duration::from_secs_f64(cli.seconds);
-    let runs = threads.len() * kinds.len();
+    format!(
+        "{what}{}, {} pool, {} s a run; p50/p99 are single operations, less the clock's own {:.0} ns (resolution {:.0} ns)",
+        if cli.skip_sync { ", no copy back (skip-sync)" } else { "" },
+        size_text(cli.pool_size),
+        cli.seconds,
+        clock_ns(),
+        clock_resolution_ns()
+    )
+}
+
+/// The implementations to run, in order, and whether to show swiotlb's speed-up.
+fn subjects(cli: &Cli) -> (Vec<Subject>, bool) {
+    if cli.implementation.is_empty() {
+        return (Subject::all(), true);
+    }
+    let ours = Subject::Pool(Kind::Swiotlb);
+    let mut list = Vec::new();
+    if cli.compare && !cli.implementation.contains(&ours) {
+        list.push(ours);
+    }
+    for &s in &cli.implementation {
+        if !list.contains(&s) {
+            list.push(s);
+        }
+    }
+    let compare = list.contains(&ours) && list.len() > 1;
+    (list, compare)
+}
+
+/// The JSON document of a run.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    /// What was measured, in one line.
+    measured: &'a str,
+    /// swiotlb against the others, in one line (empty when there was nothing to compare).
+    summary: &'a str,
+    runs: &'a [RunResult],
+}
+
+fn bench(cli: &Cli) -> Result<(), String> {
+    let workload = workload(cli)?;
+    let batch = cli.batch.unwrap_or(match workload {
+        Workload::Mix => 32,
+        Workload::Fixed { .. } => 16,
+    });
+    let (subjects, compare) = subjects(cli);
+    let threads = &cli.threads;
+    // Refuse a pool too small for any run before starting any.
+    for &subject in &subjects {
+        for &t in threads {
+            let cfg = config(cli, subject, t, workload, batch);
+            let (min, why) = min_pool_size(&cfg);
+            if cli.pool_size < min {
+                return Err(format!(
+                    "--pool-size {} is too small for this run: it needs at least {} ({why})",
+                    size_text(cli.pool_size),
+                    size_text(min)
+                ));
+            }
+        }
+    }
+    let measured = describe(cli, workload, batch);
+    let runs = threads.len() * subjects.len();
     let bar = progress_bar(runs as u64 * 1000, cli.json);
     if !cli.json {
-        outln!(
-            "swiotlb-bench: {} {} mappings{}, {} pool, {} s a run, batches of {}",
-            size_text(cli.granule),
-            swiotlb_bench::runner::direction_name(cli.dir.into()),
-            if cli.skip_sync { " (skip sync)" } else { "" },
-            size_text(cli.pool_size),
-            cli.seconds,
-            cli.batch
-        );
+        outln!("swiotlb-bench: {measured}");
     }
     let mut results = Vec::new();
     for (i, &t) in threads.iter().enumerate() {
-        let mut row = Vec::new();
-        for (j, &kind) in kinds.iter().enumerate() {
-            let done = ((i * kinds.len() + j) * 1000) as u64;
-            bar.set_message(format!("{kind}, {t} thread{}", plural(t)));
-            let cfg = RunConfig {
-                kind,
-                threads: t,
-                duration,
-                granule: cli.granule,
-                dir: cli.dir.into(),
-                skip_sync: cli.skip_sync,
-                pool_size: cli.pool_size,
-                batch: cli.batch,
-            };
+        let mut rows = Vec::new();
+        for (j, &subject) in subjects.iter().enumerate() {
+            let done = ((i * subjects.len() + j) * 1000) as u64;
+            bar.set_message(format!("{subject}, {t} thread{}", plural(t)));
+            let cfg = config(cli, subject, t, workload, batch);
             let r = run(&cfg, &|f| bar.set_position(done + (f * 1000.0) as u64))
-                .map_err(|e| format!("{kind}: {e}"))?;
-            row.push(r);
+                .map_err(|e| format!("{subject}, {t} thread{}: {e}", plural(t)))?;
+            rows.push(r);
+        }
+        if compare {
+            let ours = rows
+                .iter()
+                .find(|r| r.implementation == Kind::Swiotlb.name())
+                .map(|r| r.pairs_per_second);
+            for r in &mut rows {
+                if r.implementation != Kind::Swiotlb.name() {
+                    r.swiotlb_speedup = ours.map(|o| o / r.pairs_per_second);
+                }
+            }
         }
         if !cli.json {
-            bar.suspend(|| print_table(t, &row, compare));
+            bar.suspend(|| print_table(t, &rows, compare));
         }
-        results.extend(row);
+        results.extend(rows);
     }
     bar.finish_and_clear();
+    let summary = if compare {
+        summary(&results)
+    } else {
+        String::new()
+    };
     if cli.json {
-        let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+        let doc = Report {
+            measured: &measured,
+            summary: &summary,
+            runs: &results,
+        };
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
         outln!("{text}");
+    } else if !summary.is_empty() {
+        outln!();
+        outln!("{summary}");
     }
     Ok(())
+}
+
+fn config(
+    cli: &Cli,
+    subject: Subject,
+    threads: usize,
+    workload: Workload,
+    batch: usize,
+) -> RunConfig {
+    RunConfig {
+        subject,
+        threads,
+        duration: Duration::from_secs_f64(cli.seconds),
+        workload,
+        skip_sync: cli.skip_sync,
+        pool_size: cli.pool_size,
+        batch,
+    }
+}
+
+/// swiotlb against pvmfw (or the best baseline) and the copy floor, per thread count, in
+/// one line.
+fn summary(results: &[RunResult]) -> String {
+    let mut threads: Vec<usize> = results.iter().map(|r| r.threads).collect();
+    threads.dedup();
+    let mut parts = Vec::new();
+    for t in threads {
+        let at = |name: &str| {
+            results
+                .iter()
+                .find(|r| r.threads == t && r.implementation == name)
+        };
+        let Some(ours) = at(Kind::Swiotlb.name()) else {
+            continue;
+        };
+        let mut said = Vec::new();
+        // The fastest baseline that is not the copy floor.
+        if let Some(best) = results
+            .iter()
+            .filter(|r| r.threads == t && r.implementation != "memcpy")
+            .filter(|r| r.implementation != Kind::Swiotlb.name())
+            .max_by(|a, b| a.pairs_per_second.total_cmp(&b.pairs_per_second))
+        {
+            said.push(format!(
+                "{:.2}x the fastest baseline ({})",
+                ours.pairs_per_second / best.pairs_per_second,
+                best.implementation
+            ));
+        }
+        if let Some(p) = at(Kind::Pvmfw.name()) {
+            if said.iter().all(|s| !s.contains("(pvmfw)")) {
+                said.push(format!(
+                    "{:.2}x pvmfw",
+                    ours.pairs_per_second / p.pairs_per_second
+                ));
+            }
+        }
+        if let Some(m) = at("memcpy") {
+            said.push(format!(
+                "{:.2}x the copy floor's time",
+                m.pairs_per_second / ours.pairs_per_second
+            ));
+        }
+        if !said.is_empty() {
+            parts.push(format!("{t} thread{}: {}", plural(t), said.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "swiotlb's pairs/s: {} (one process, this machine, now).",
+        parts.join("; ")
+    )
 }
 
 fn progress_bar(len: u64, hidden: bool) -> ProgressBar {
@@ -246,59 +510,65 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// `4096` -> "4 KiB", `3000` -> "3000 B".
-fn size_text(bytes: usize) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return format!("{} {unit}", bytes >> shift);
-        }
-    }
-    if bytes >= 1 << 20 {
-        return format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64);
-    }
-    if bytes >= 1 << 10 {
-        return format!("{:.1} KiB", bytes as f64 / 1024.0);
-    }
-    format!("{bytes} B")
-}
-
 fn print_table(threads: usize, rows: &[RunResult], compare: bool) {
-    outln!();
-    outln!("{threads} thread{}:", plural(threads));
-    outln!(
-        "  {:<13} {:>16} {:>16} {:>13} {:>11}{}",
+    let mut header = vec![
         "impl",
-        "map ns (sd)",
-        "unmap ns (sd)",
+        "pair (mean)",
+        "map p50",
+        "map p99",
+        "unmap p50",
+        "unmap p99",
         "pairs/s",
         "high water",
-        if compare { "  swiotlb speed-up" } else { "" }
-    );
-    let ours = rows
-        .iter()
-        .find(|r| r.implementation == Kind::Swiotlb.name())
-        .map(|r| r.pairs_per_second);
+    ];
+    if compare {
+        header.push("swiotlb speed-up");
+    }
+    let mut table = Table::new(&header);
+    let mut notes = Vec::new();
     for r in rows {
-        let ratio = match ours {
-            Some(o) if compare && r.implementation != Kind::Swiotlb.name() => {
-                format!("  {:>16}", format!("{:.2}x", o / r.pairs_per_second))
-            }
-            _ => String::new(),
-        };
-        outln!(
-            "  {:<13} {:>8.1} ({:>5.1}) {:>8.1} ({:>5.1}) {:>11.2} M {:>11}{}",
-            r.implementation,
-            r.map_ns,
-            r.map_ns_stddev,
-            r.unmap_ns,
-            r.unmap_ns_stddev,
-            r.pairs_per_second / 1e6,
-            size_text(r.high_water_bytes),
-            ratio
-        );
-        if r.failed_maps > 0 {
-            outln!("  {:<13} ({} maps refused: pool full)", "", r.failed_maps);
+        let mut cells = vec![
+            r.implementation.to_string(),
+            time_text(r.pair_ns),
+            time_text(r.map_p50_ns),
+            time_text(r.map_p99_ns),
+            time_text(r.unmap_p50_ns),
+            time_text(r.unmap_p99_ns),
+            rate_text(r.pairs_per_second),
+            r.high_water_bytes.map_or("-".into(), size_text),
+        ];
+        if compare {
+            cells.push(
+                r.swiotlb_speedup
+                    .map_or(String::new(), |x| format!("{x:.2}x")),
+            );
         }
+        table.row(cells);
+        if r.failed_maps > 0 {
+            notes.push(format!(
+                "  {}: {} maps refused (pool full)",
+                r.implementation, r.failed_maps
+            ));
+        }
+    }
+    outln!();
+    outln!("{threads} thread{}:", plural(threads));
+    for line in table.lines() {
+        outln!("  {line}");
+    }
+    for n in notes {
+        outln!("{n}");
+    }
+}
+
+/// `3190000.0` -> "3.19 M".
+fn rate_text(per_s: f64) -> String {
+    if per_s >= 1e6 {
+        format!("{:.2} M", per_s / 1e6)
+    } else if per_s >= 1e3 {
+        format!("{:.1} k", per_s / 1e3)
+    } else {
+        format!("{per_s:.0}")
     }
 }
 
@@ -319,14 +589,23 @@ struct FragRow {
 }
 
 fn fragmentation(cli: &Cli, seeds: u64) -> Result<(), String> {
-    if seeds == 0 {
-        return Err("--seeds must be at least 1".into());
+    // Two of the mix's largest mappings, and whole segments for the Linux-style pools.
+    let min = (2 * MAX_SIZE).max(Kind::LinuxStyle.min_pool_size());
+    if cli.pool_size < min {
+        return Err(format!(
+            "--pool-size {} is too small for fragmentation: it needs at least {} (two of the mix's largest mappings, {})",
+            size_text(cli.pool_size),
+            size_text(min),
+            size_text(MAX_SIZE)
+        ));
     }
     let bar = progress_bar(seeds * Kind::ALL.len() as u64, cli.json);
     let mut rows = Vec::new();
     for kind in Kind::ALL {
         bar.set_message(kind.name());
-        let pool = kind.build(cli.pool_size)?;
+        let pool = kind
+            .build(cli.pool_size)
+            .map_err(|e| format!("cannot build a {kind} pool: {e}"))?;
         let mut outs: Vec<Outcome> = Vec::new();
         for seed in 1..=seeds {
             let out = first_failure(&pool, seed, 100_000_000)
@@ -360,34 +639,43 @@ fn fragmentation(cli: &Cli, seeds: u64) -> Result<(), String> {
         seeds
     );
     outln!();
-    outln!("| impl | live bytes / pool (mean) | min - max | held by allocator / pool | refused request (mean) |");
-    outln!("|---|---|---|---|---|");
+    let mut table = Table::new(&[
+        "impl",
+        "live bytes / pool (mean)",
+        "min - max",
+        "held by allocator / pool",
+        "refused request (mean)",
+    ]);
     for r in &rows {
-        outln!(
-            "| {} | {:.1}% | {:.1}% - {:.1}% | {:.1}% | {} |",
-            r.implementation,
-            r.live_fraction_mean * 100.0,
-            r.live_fraction_min * 100.0,
-            r.live_fraction_max * 100.0,
-            r.held_fraction_mean * 100.0,
-            size_text(r.refused_size_mean as usize)
-        );
+        table.row(vec![
+            r.implementation.to_string(),
+            format!("{:.1}%", r.live_fraction_mean * 100.0),
+            format!(
+                "{:.1}% - {:.1}%",
+                r.live_fraction_min * 100.0,
+                r.live_fraction_max * 100.0
+            ),
+            format!("{:.1}%", r.held_fraction_mean * 100.0),
+            size_text(r.refused_size_mean as usize),
+        ]);
     }
-    let get = |k: Kind| {
-        rows.iter()
-            .find(|r| r.implementation == k.name())
-            .map(|r| r.live_fraction_mean)
-    };
-    if let (Some(ours), Some(theirs)) = (get(Kind::Swiotlb), get(Kind::LinuxAreas)) {
+    for line in table.markdown() {
+        outln!("{line}");
+    }
+    if let Some(ours) = rows
+        .iter()
+        .find(|r| r.implementation == Kind::Swiotlb.name())
+    {
+        let ours = ours.live_fraction_mean;
         outln!();
         outln!(
-            "Target (occupancy at least linux_areas'): swiotlb {:.1}% vs linux_areas {:.1}%: {}",
+            "Target (swiotlb's occupancy at the first refusal at least {:.0}%): {:.1}%: {}",
+            OCCUPANCY_TARGET * 100.0,
             ours * 100.0,
-            theirs * 100.0,
-            if ours >= theirs {
+            if ours >= OCCUPANCY_TARGET {
                 "met".to_string()
             } else {
-                format!("missed by {:.1} points", (theirs - ours) * 100.0)
+                format!("missed by {:.1} points", (OCCUPANCY_TARGET - ours) * 100.0)
             }
         );
     }
@@ -397,6 +685,20 @@ fn fragmentation(cli: &Cli, seeds: u64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_checked_by_the_parser_with_the_range_in_the_message() {
+        assert!(parse_threads("0").unwrap_err().contains("1 to 256"));
+        assert_eq!(parse_threads("256"), Ok(256));
+        assert!(parse_batch("0").unwrap_err().contains("1 to 256"));
+        assert!(parse_seconds("0").is_err() && parse_seconds("NaN").is_err());
+        assert!(parse_seconds("-1").unwrap_err().contains("more than 0"));
+        assert_eq!(parse_seconds("0.1"), Ok(0.1));
+        let e = parse_granule("1M").unwrap_err();
+        assert!(e.contains("256 KiB") && e.contains("1 MiB"), "{e}");
+        assert_eq!(parse_granule("256K"), Ok(256 << 10));
+        assert!(parse_pool_size("2G").unwrap_err().contains("1 GiB"));
+    }
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

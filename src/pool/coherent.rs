@@ -27,7 +27,7 @@ use lock_api::RawMutex;
 /// through raw pointers, with the copies of [`shared`](crate::shared), atomics or volatile
 /// accesses as the device's protocol needs, never through a reference.
 #[must_use = "a coherent allocation holds pool slots until it is given to Pool::free"]
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Coherent {
     dma: DmaAddr,
     cpu: NonNull<u8>,
@@ -65,6 +65,16 @@ impl Coherent {
     /// [`Pool::free_raw`], whose caller must then own it as the handle did.
     pub fn into_raw(self) -> (DmaAddr, NonNull<u8>, usize) {
         (self.dma, self.cpu, self.size)
+    }
+}
+
+impl core::fmt::Debug for Coherent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Coherent")
+            .field("dma", &crate::error::Hex(self.dma))
+            .field("cpu", &self.cpu)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 

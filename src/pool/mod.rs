@@ -88,7 +88,7 @@ unsafe impl<R: RawMutex + Send> Send for Pool<R> {}
 unsafe impl<R: RawMutex + Sync> Sync for Pool<R> {}
 
 /// What [`Pool::lookup`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     /// Device address of the first byte of data.
     pub dma: DmaAddr,
@@ -96,6 +96,16 @@ pub struct Mapping {
     pub len: usize,
     /// Streaming mapping or coherent allocation.
     pub kind: MappingKind,
+}
+
+impl core::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("dma", &crate::error::Hex(self.dma))
+            .field("len", &self.len)
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 /// The kind of a [`Mapping`].

@@ -2,7 +2,7 @@
 //! against a rust-vmm device model that can reach only the pool.
 //!
 //! ```text
-//! cargo run --release -p swiotlb-virtio --example virtio_blk [MiB per phase, default 64]
+//! cargo run --release -p swiotlb-virtio --example virtio_blk [MiB per phase, 1 to 1024, default 64]
 //! ```
 //!
 //! Prints, per phase, the payload throughput, the bytes the Hal copied against the bytes
@@ -22,6 +22,43 @@ const POOL_BYTES: usize = 4 << 20;
 const POOL_DMA: u64 = 0x8000_0000;
 const DISK_SECTORS: u64 = 32 << 11; // 32 MiB
 const IN_FLIGHT: usize = 16;
+/// MiB moved per phase: at least one 64 KiB batch, at most what a run should take.
+const MIB_RANGE: core::ops::RangeInclusive<u64> = 1..=1024;
+
+const USAGE: &str = "\
+usage: virtio_blk [MIB]
+
+Runs a block workload through a swiotlb pool: virtio-drivers' VirtIOBlk over SwiotlbHal,
+against a rust-vmm device model that can reach only the pool. Writes and reads MIB MiB
+(1 to 1024, default 64) per phase, 4 KiB and 64 KiB requests, direct and indirect
+descriptors, then 64 KiB writes 16 in flight; prints each phase's throughput, the bytes
+the Hal copied per request, and the pool's high-water mark.";
+
+/// What the command line asks for.
+enum Args {
+    Run { mib_per_phase: u64 },
+    Help,
+}
+
+/// Parses the arguments after the program's name.
+fn parse_args(args: &[String]) -> std::result::Result<Args, String> {
+    match args {
+        [] => Ok(Args::Run { mib_per_phase: 64 }),
+        [a] if a == "-h" || a == "--help" => Ok(Args::Help),
+        [a] => match a.parse::<u64>() {
+            Ok(n) if MIB_RANGE.contains(&n) => Ok(Args::Run { mib_per_phase: n }),
+            _ => Err(format!(
+                "MiB per phase is {} to {}, not {a:?}",
+                MIB_RANGE.start(),
+                MIB_RANGE.end()
+            )),
+        },
+        _ => Err(format!(
+            "one argument at most (MiB per phase), not {}",
+            args.len()
+        )),
+    }
+}
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -59,12 +96,28 @@ fn phase(name: &str, payload: u64, requests: u64, run: impl FnOnce() -> Result) 
     Ok(())
 }
 
-fn main() -> Result {
-    let mib_per_phase: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(64);
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&args) {
+        Ok(Args::Help) => {
+            println!("{USAGE}");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(Args::Run { mib_per_phase }) => match run(mib_per_phase) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("virtio_blk: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("virtio_blk: {e}\n\n{USAGE}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(mib_per_phase: u64) -> Result {
     // One area: the high-water mark is then exact.
     let region = DmaRegion::leak(POOL_BYTES, POOL_DMA, Config::new().with_areas(1))?;
     let pool = region.pool();
@@ -117,9 +170,13 @@ fn main() -> Result {
                     Ok(())
                 },
             )?;
-            assert_eq!(back, data, "read back differs");
+            if back != data {
+                return Err(format!("{kib} KiB {mode}: the data read back differs").into());
+            }
         }
-        assert!(device.failure().is_none());
+        if let Some(e) = device.failure() {
+            return Err(format!("the device model failed: {e}").into());
+        }
     }
 
     // Phase 2: IN_FLIGHT 64 KiB writes at a time, served in one batch by the device.
@@ -150,15 +207,19 @@ fn main() -> Result {
                 let i = tokens
                     .iter()
                     .position(|&t| t == token)
-                    .expect("known token");
+                    .ok_or_else(|| format!("the device used an unknown token {token}"))?;
                 // SAFETY: the buffers given to write_blocks_nb for this token.
                 unsafe { blk.complete_write_blocks(token, &reqs[i], &datas[i], &mut resps[i]) }?;
-                assert_eq!(resps[i].status(), RespStatus::OK);
+                if resps[i].status() != RespStatus::OK {
+                    return Err(format!("request {i}: status {:?}", resps[i].status()).into());
+                }
             }
         }
         Ok(())
     })?;
-    assert!(device.failure().is_none());
+    if let Some(e) = device.failure() {
+        return Err(format!("the device model failed: {e}").into());
+    }
     drop(blk);
 
     let stats = pool.stats();

@@ -106,7 +106,7 @@ impl Default for HalOptions {
 ///
 /// The MMIO window variants carry the offending [`MmioWindow`] (its physical address, size
 /// and CPU address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BindError {
     /// The slot already has a pool: registration happens once.
@@ -192,8 +192,47 @@ impl core::fmt::Display for BindError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for BindError {}
+impl core::error::Error for BindError {}
+
+/// Addresses in hex, as the messages print them.
+impl core::fmt::Debug for BindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        struct Hex<T>(T);
+        impl<T: core::fmt::LowerHex> core::fmt::Debug for Hex<T> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, "{:#x}", self.0)
+            }
+        }
+        match *self {
+            Self::AlreadyRegistered => f.write_str("AlreadyRegistered"),
+            Self::Incongruent { cpu, dma } => f
+                .debug_struct("Incongruent")
+                .field("cpu", &Hex(cpu))
+                .field("dma", &Hex(dma))
+                .finish(),
+            Self::HoldsAddressZero => f.write_str("HoldsAddressZero"),
+            Self::EmptyMmioWindow(w) => f.debug_tuple("EmptyMmioWindow").field(&w).finish(),
+            Self::MmioWindowWraps(w) => f.debug_tuple("MmioWindowWraps").field(&w).finish(),
+            Self::MmioWindowsOverlap { first, second } => f
+                .debug_struct("MmioWindowsOverlap")
+                .field("first", &first)
+                .field("second", &second)
+                .finish(),
+            Self::MmioWindowOverlapsPool {
+                window,
+                pool_dma,
+                pool_cpu,
+                pool_bytes,
+            } => f
+                .debug_struct("MmioWindowOverlapsPool")
+                .field("window", &window)
+                .field("pool_dma", &Hex(pool_dma))
+                .field("pool_cpu", &Hex(pool_cpu))
+                .field("pool_bytes", &Hex(pool_bytes))
+                .finish(),
+        }
+    }
+}
 
 /// A registered pool and its options; leaked at registration and never freed.
 #[derive(Debug)]

@@ -114,7 +114,7 @@
 //! |--------------|---------|------------------------------------------------------------|
 //! | `std`        | yes     | a waiting share parks its thread (woken by the unmap) instead of spinning |
 //! | `counters`   | no      | [`PoolSlot::counters`]: shares, waits, bytes copied each way, reclaims |
-//! | `test-utils` | no      | [`testing`]: a transport whose device is a rust-vmm model that can only reach the pool |
+//! | `test-utils` | no      | `testing`: a transport whose device is a rust-vmm model that can only reach the pool |
 //!
 //! Without `std` the crate needs only `core` and `alloc`.
 #![no_std]
@@ -151,3 +151,12 @@ pub use sg::{
 
 /// The `virtio-drivers` crate this one implements [`Hal`](virtio_drivers::Hal) for.
 pub use virtio_drivers;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// The `swiotlb` crate whose pools this one binds (`swiotlb_virtio::swiotlb::Pool`), so a
+/// user needs one dependency line and gets the matching version.
+pub use swiotlb;

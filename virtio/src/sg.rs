@@ -64,7 +64,7 @@ impl SgBuf<'_> {
 }
 
 /// A mapped buffer, as a descriptor describes it to the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     /// Device address of the bounce buffer.
     pub dma: DmaAddr,
@@ -72,6 +72,17 @@ pub struct Segment {
     pub len: u32,
     /// Pool direction.
     pub direction: Direction,
+}
+
+/// The device address in hex.
+impl core::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Segment")
+            .field("dma", &format_args!("{:#x}", self.dma))
+            .field("len", &self.len)
+            .field("direction", &self.direction)
+            .finish()
+    }
 }
 
 impl Segment {
@@ -109,8 +120,7 @@ impl core::fmt::Display for SgError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for SgError {}
+impl core::error::Error for SgError {}
 
 /// What [`MappedSg::unmap`] did with the used length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
