@@ -575,11 +575,12 @@ impl<R: RawMutex> ElasticPool<R> {
         result
     }
 
-    /// Two passes over the open regions. The first starts at the table's cursor (the
-    /// regions before it were found with no free slot at all) and skips those whose hint
-    /// says a map of this size failed there since their last release; the second, only if
-    /// the first found nothing, tries every region the first did not, hints ignored, so
-    /// `Full` (and growth) comes only when no region took the request.
+    /// Two passes over the open regions. The first starts at the table's cursor when the
+    /// request is at least as large as the one that placed it (every region before it had
+    /// refused such a request since its last release) and skips those whose hint says a
+    /// map of this size failed there since; the second, only if the first found nothing,
+    /// tries every region the first did not, hints ignored, so `Full` (and growth) comes
+    /// only when no region took the request.
     fn place_in<T>(
         &self,
         guard: &epoch::Guard<'_>,
@@ -599,15 +600,21 @@ impl<R: RawMutex> ElasticPool<R> {
         let mut best: Option<MapError> = None;
         // A hint is never 0, so `len` 0 (no hint for this request) skips nothing.
         let len = hint.unwrap_or(0);
-        // A region whose hint is at most this has no free slot at all.
-        let one_slot = self.slot_size();
         let hints = &*self.hints;
         let order = &*table.order;
-        let cursor = table.cursor.load(Ordering::Relaxed).min(order.len());
+        let (at, proof) = (
+            table.cursor.load(Ordering::Relaxed),
+            table.cursor_len.load(Ordering::Relaxed),
+        );
+        let cursor = if hint.is_some() && len >= proof {
+            at.min(order.len())
+        } else {
+            0
+        };
         // Positions from the cursor that the hints skipped: the first 64 exactly, any
         // further as "some" (the second pass then looks at their hints again).
         let (mut skipped, mut skipped_high) = (0u64, false);
-        // Whether every region from the cursor up to here had no free slot.
+        // Whether every region from the cursor up to here refused this request's size.
         let mut full_prefix = true;
         for pass in 0..2 {
             let from = if pass == 0 { cursor } else { 0 };
@@ -621,7 +628,6 @@ impl<R: RawMutex> ElasticPool<R> {
                         } else {
                             skipped_high = true;
                         }
-                        full_prefix &= h <= one_slot;
                         continue;
                     }
                 } else if k >= cursor {
@@ -641,9 +647,12 @@ impl<R: RawMutex> ElasticPool<R> {
                     Ok(v) => {
                         sub.touch();
                         sub.track.read();
-                        if pass == 0 && full_prefix && k > cursor {
-                            // Every region before this one is full: later maps start here.
-                            table.cursor.fetch_max(k, Ordering::Relaxed);
+                        if pass == 0 && full_prefix && k > cursor && (k > at || len <= proof) {
+                            // Every region before this one refuses this size: later maps
+                            // of at least this size start here. (Two stores racing others
+                            // can only misplace a map: the second pass tries them all.)
+                            table.cursor_len.store(len, Ordering::Relaxed);
+                            table.cursor.store(k, Ordering::Relaxed);
                         } else if pass == 1 && k < cursor {
                             // Room before the cursor (a release it missed): look there first.
                             table.cursor.fetch_min(k, Ordering::Relaxed);
@@ -661,7 +670,6 @@ impl<R: RawMutex> ElasticPool<R> {
                             if sub.id == 0 {
                                 self.watch.fetch_or(FIRST_HINT, Ordering::AcqRel);
                             }
-                            full_prefix &= len <= one_slot;
                         } else {
                             full_prefix = false;
                         }

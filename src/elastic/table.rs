@@ -119,9 +119,11 @@ pub(crate) struct Table<R: RawMutex> {
     pub(crate) order: Box<[Open<R>]>,
     /// The CPU ranges of every sub-pool, sorted.
     pub(crate) by_cpu: Box<[Range<usize>]>,
-    /// Maps start looking at this position of `order`: every region before it was found
-    /// with no free slot (a hint). A release before it moves it back.
+    /// Maps of at least `cursor_len` bytes start looking at this position of `order`:
+    /// every region before it refused such a map since its last release. A release
+    /// before it moves it back.
     pub(crate) cursor: AtomicUsize,
+    pub(crate) cursor_len: AtomicUsize,
     /// The position in `order` of each hint index (`u32::MAX`: not open).
     pub(crate) position: Box<[u32]>,
     pub(crate) track: TrackCell,
@@ -188,6 +190,7 @@ impl<R: RawMutex> Table<R> {
             order: order.into_boxed_slice(),
             by_cpu: by_cpu.into_boxed_slice(),
             cursor: AtomicUsize::new(0),
+            cursor_len: AtomicUsize::new(usize::MAX),
             position: position.into_boxed_slice(),
             track: TrackCell::new(),
         })
