@@ -543,6 +543,23 @@ fn a_map_future_is_woken_by_an_unmap_and_a_dropped_one_leaves_nothing() {
     unmap(&pool, held, &mut a);
     assert_eq!(count.0.load(Ordering::SeqCst), 1, "nobody left to wake");
     assert_eq!(pool.stats().used_slots, 0);
+
+    // Polled again after it returned its mapping, a future maps nothing more.
+    // SAFETY: as above.
+    let mut fut = pin!(unsafe {
+        pool.map_async(
+            b.ptr(),
+            Direction::ToDevice,
+            &Constraints::NONE,
+            Attrs::NONE,
+        )
+    });
+    let Poll::Ready(Ok(dma)) = fut.as_mut().poll(&mut cx) else {
+        panic!("room")
+    };
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(pool.stats().used_slots, 2);
+    unmap(&pool, dma, &mut b);
 }
 
 #[test]

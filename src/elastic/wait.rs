@@ -194,6 +194,7 @@ impl<R: RawMutex> ElasticPool<R> {
             last: None,
             waited: false,
             throttled: false,
+            done: false,
         }
     }
 
@@ -327,7 +328,8 @@ impl alloc::task::Wake for Flag {
 
 /// A map waiting for room: [`ElasticPool::map_async`]. Resolves to the device address, or
 /// to an error waiting cannot cure (a zero length, a size over the maximum, a buffer in the
-/// pool, constraints no region can meet...).
+/// pool, constraints no region can meet...). Polled again after that, it stays pending
+/// and maps nothing.
 #[must_use = "a future does nothing unless polled"]
 #[derive(Debug)]
 pub struct MapFuture<'a, R: RawMutex> {
@@ -342,6 +344,8 @@ pub struct MapFuture<'a, R: RawMutex> {
     last: Option<MapError>,
     waited: bool,
     throttled: bool,
+    /// It returned `Ready`: polled again, it stays pending and maps nothing.
+    done: bool,
 }
 
 // SAFETY: the future holds the caller's buffer pointer under `map_async`'s contract, which
@@ -398,8 +402,13 @@ impl<R: RawMutex> Future for MapFuture<'_, R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if this.done {
+            // Polled after completion: a second mapping would be one nobody unmaps.
+            return Poll::Pending;
+        }
         if let Some(r) = this.attempt() {
             this.pool.deregister(&mut this.id);
+            this.done = true;
             return Poll::Ready(r);
         }
         // Register, order ourselves after every release so far, and look again: a release
@@ -408,6 +417,7 @@ impl<R: RawMutex> Future for MapFuture<'_, R> {
         this.pool.order_after_releases();
         if let Some(r) = this.attempt() {
             this.pool.deregister(&mut this.id);
+            this.done = true;
             return Poll::Ready(r);
         }
         if !this.waited {
