@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Arguments: which pool (`pool`: `Pool` itself; `fixed`: `ElasticPool::fixed` over it;
-//! `one`: an elastic pool of one 1 MiB region; `sixteen`: 16 regions of 1 MiB, the first
-//! 15 full, so every pair lands in the last), bytes per mapping (64; a 64-byte pair skips
+//! `one`: an elastic pool of one 1 MiB region; `two` and `sixteen`: 2 or 16 regions of
+//! 1 MiB, all but the last full, so every pair lands in the last), bytes per mapping (64; a 64-byte pair skips
 //! the copy back, a larger one copies both ways), iterations (100000). Bidirectional, one
 //! thread. Prints the time per pair too (noisy under valgrind, of course).
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -57,12 +57,13 @@ fn main() -> Result<(), String> {
             &mut buf,
             iters,
         ),
-        "sixteen" => {
-            let pool = ElasticPool::new(HeapBackend::new(), regions(16)).map_err(|e| err(&e))?;
-            for _ in 1..16 {
+        "two" | "sixteen" => {
+            let n = if which == "two" { 2 } else { 16 };
+            let pool = ElasticPool::new(HeapBackend::new(), regions(n)).map_err(|e| err(&e))?;
+            for _ in 1..n {
                 pool.grow(1 << 20).map_err(|e| err(&e))?;
             }
-            for _ in 0..15 * 4 {
+            for _ in 0..(n - 1) * 4 {
                 // SAFETY: `filler` outlives the pool and is only read; never unmapped.
                 unsafe {
                     pool.try_map(
@@ -75,7 +76,11 @@ fn main() -> Result<(), String> {
             }
             run(&pool, &mut buf, iters)
         }
-        other => return Err(format!("unknown pool {other}: pool, fixed, one or sixteen")),
+        other => {
+            return Err(format!(
+                "unknown pool {other}: pool, fixed, one, two or sixteen"
+            ))
+        }
     };
     println!("{which}: {len}-byte map+unmap, {ns:.1} ns each over {iters} iterations");
     Ok(())
