@@ -56,6 +56,14 @@ pub struct HalOptions {
     /// panics otherwise. Empty by default, which is right for virtio-mmio (its transport
     /// never asks) and stops a PCI transport at its constructor until windows are given.
     pub mmio_windows: &'static [MmioWindow],
+    /// Whether the binding records every share until its unshare (a lock and a B-tree
+    /// insert per share, and a removal per unshare, outside the pool), so that
+    /// [`PoolSlot::reclaim`] can take back what a dropped driver left shared and `unshare`
+    /// refuses an address the binding did not share before touching the pool. Off by
+    /// default: it costs about a fifth of a 4 KiB virtio-blk request's throughput on the
+    /// test transport. Turn it on for drivers that are dropped with buffers posted
+    /// (virtio-drivers 0.13's console, net and input).
+    pub track_shares: bool,
 }
 
 impl HalOptions {
@@ -67,7 +75,14 @@ impl HalOptions {
             full: FullPolicy::DEFAULT,
             fill: Fill::Zero,
             mmio_windows: &[],
+            track_shares: false,
         }
+    }
+
+    /// Sets [`track_shares`](Self::track_shares).
+    pub const fn track_shares(mut self, on: bool) -> Self {
+        self.track_shares = on;
+        self
     }
 
     /// Sets [`fill`](Self::fill).
@@ -261,10 +276,9 @@ pub struct Reclaimed {
 /// Usually written by [`bind_pool!`](crate::bind_pool); declare one by hand to implement
 /// [`PoolBinding`] yourself.
 ///
-/// It also keeps the binding's live shares (address, length, direction; a lock and a
-/// B-tree insert per share, outside the pool), so that `unshare` refuses an address the
-/// binding did not share and [`reclaim`](Self::reclaim) can take back what a dropped
-/// driver left shared.
+/// With [`HalOptions::track_shares`] it also keeps the binding's live shares (address,
+/// length, direction), so that `unshare` refuses an address the binding did not share and
+/// [`reclaim`](Self::reclaim) can take back what a dropped driver left shared.
 #[derive(Debug)]
 pub struct PoolSlot {
     registration: AtomicPtr<Registration>,
@@ -341,14 +355,17 @@ impl PoolSlot {
         self.get().map(|r| r.pool)
     }
 
-    /// Buffers shared through this slot and not unshared yet.
-    pub fn outstanding(&self) -> usize {
-        self.shares.lock().len()
+    /// Buffers shared through this slot and not unshared yet, if the binding records them
+    /// ([`HalOptions::track_shares`]).
+    pub fn outstanding(&self) -> Option<usize> {
+        let tracked = self.get()?.options.track_shares;
+        tracked.then(|| self.shares.lock().len())
     }
 
     /// Takes back every buffer still shared through this slot: frees its slots in the
     /// pool *without copying anything back* (the driver's buffers may be gone) and forgets
-    /// it. For drivers that leave receive buffers shared when dropped (virtio-drivers 0.13's
+    /// it. `None` if the binding does not record its shares ([`HalOptions::track_shares`]
+    /// off, or no pool registered): then there is nothing it could take back. For drivers that leave receive buffers shared when dropped (virtio-drivers 0.13's
     /// console, net and input drivers never unshare theirs), before the device is created
     /// again. Coherent allocations (rings) are not touched: `virtio-drivers` frees those
     /// itself when a queue is dropped.
@@ -364,12 +381,10 @@ impl PoolSlot {
     ///   honest device does not write memory that the pool may hand out again. (A hostile
     ///   device may write any pool byte at any time anyway; the pool assumes that and it
     ///   costs nothing but the data of mappings that device was given.)
-    pub unsafe fn reclaim(&self) -> Reclaimed {
+    pub unsafe fn reclaim(&self) -> Option<Reclaimed> {
+        let reg = self.get().filter(|r| r.options.track_shares)?;
         let taken = core::mem::take(&mut *self.shares.lock());
         let mut done = Reclaimed::default();
-        let Some(reg) = self.get() else {
-            return done;
-        };
         for (dma, (len, dir)) in taken {
             // SAFETY: the binding shared it and nothing will unshare it (caller's promise);
             // skipping the copy back, the pool never touches the original, which may be
@@ -383,7 +398,7 @@ impl PoolSlot {
             }
         }
         self.counters.reclaimed(done.shares, done.bytes);
-        done
+        Some(done)
     }
 
     /// Records a share.
@@ -555,7 +570,7 @@ pub unsafe trait PoolBinding: 'static {
     /// # Safety
     ///
     /// As [`PoolSlot::reclaim`].
-    unsafe fn reclaim() -> Reclaimed {
+    unsafe fn reclaim() -> Option<Reclaimed> {
         // SAFETY: the caller's promise, passed on.
         unsafe { Self::slot().reclaim() }
     }

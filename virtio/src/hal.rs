@@ -17,7 +17,8 @@ use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 ///   the guest's old receive buffers reaches the host). A pool with no room grows if it
 ///   can; one that cannot is waited on as the binding's
 ///   [`FullPolicy`](crate::FullPolicy) says (woken by the unmap that makes room); any
-///   other error panics. The binding records the share.
+///   other error panics. With [`HalOptions::track_shares`](crate::HalOptions::track_shares)
+///   the binding records the share.
 /// - `unshare` copies the bounce buffer back for `DeviceToDriver` and `Both` (the whole
 ///   buffer: the `Hal` is not told how much the device wrote, so with the default fill the
 ///   bytes past what the device wrote come back as zeros) and frees the slots.
@@ -38,9 +39,9 @@ use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 /// `share` and `unshare` before the binding's pool is registered; `share` when the pool is
 /// full for longer than the policy allows, or refuses the buffer for another reason (zero
 /// length, over [`max_mapping_size`](swiotlb::ElasticPool::max_mapping_size), a buffer
-/// inside the pool); `unshare` of an address, length or direction that this binding's
-/// `share` did not return (a broken `Hal` contract), which it refuses before touching the
-/// pool.
+/// inside the pool); `unshare` of an address, length or direction that `share` did not
+/// return (a broken `Hal` contract: refused by the pool, or with tracking on by the binding
+/// before it touches the pool).
 pub struct SwiotlbHal<B: PoolBinding>(PhantomData<fn() -> B>);
 
 impl<B: PoolBinding> core::fmt::Debug for SwiotlbHal<B> {
@@ -155,22 +156,33 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         let constraints = &reg.options.constraints;
         let policy = &reg.options.full;
         let mut waited = Duration::ZERO;
-        let result = if policy.max_wait.is_zero() {
-            // SAFETY: the caller gives a valid buffer, readable (and writable unless it is
-            // driver-to-device, which we map `ToDevice` and never write), and
-            // `virtio-drivers` keeps it valid and untouched until the matching `unshare`,
-            // which unmaps it (VirtQueue::add's contract).
-            unsafe { reg.pool.try_map_attrs(buffer, dir, constraints, attrs) }.map(|d| (d, false))
-        } else {
-            // SAFETY: as above.
-            unsafe {
-                reg.pool
-                    .map_wait_with(buffer, dir, constraints, attrs, policy.waiter(&mut waited))
+        // SAFETY: the caller gives a valid buffer, readable (and writable unless it is
+        // driver-to-device, which we map `ToDevice` and never write), and `virtio-drivers`
+        // keeps it valid and untouched until the matching `unshare`, which unmaps it
+        // (VirtQueue::add's contract).
+        let first = unsafe { reg.pool.try_map_attrs(buffer, dir, constraints, attrs) };
+        let result = match first {
+            Ok(dma) => Ok((dma, false)),
+            // Only a share that must wait builds a waiter (an allocation, a thread handle).
+            Err(MapError::Full { .. }) if !policy.max_wait.is_zero() => {
+                // SAFETY: as above.
+                unsafe {
+                    reg.pool.map_wait_with(
+                        buffer,
+                        dir,
+                        constraints,
+                        attrs,
+                        policy.waiter(&mut waited),
+                    )
+                }
             }
+            Err(e) => Err(e),
         };
         match result {
             Ok((dma, did_wait)) => {
-                slot.track(dma, len, dir);
+                if reg.options.track_shares {
+                    slot.track(dma, len, dir);
+                }
                 let zero_filled = dir == Direction::FromDevice && attrs.fill == Fill::Zero;
                 slot.counters
                     .shared(len, if zero_filled { 0 } else { len }, did_wait);
@@ -200,7 +212,7 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         let reg = registered::<B>();
         let dir = direction(dir);
         let len = buffer.len();
-        if !slot.untrack(paddr, len, dir) {
+        if reg.options.track_shares && !slot.untrack(paddr, len, dir) {
             panic!(
                 "swiotlb-virtio: {}: unshare of {paddr:#x} ({len} bytes, {dir:?}): not a live \
                  share of this binding",

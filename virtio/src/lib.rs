@@ -100,11 +100,11 @@
 //!
 //! # When a driver is dropped
 //!
-//! Each binding records what it shared ([`PoolSlot::outstanding`]). virtio-drivers 0.13's
-//! console, net and input drivers never unshare the receive buffers they have posted when
-//! they are dropped, so those stay mapped; [`PoolSlot::reclaim`] (or
-//! [`PoolBinding::reclaim`]) takes them back, freeing the slots without copying anything
-//! into the driver's buffers (which are gone). It is `unsafe`: the caller vouches that no
+//! virtio-drivers 0.13's console, net and input drivers never unshare the receive buffers
+//! they have posted when they are dropped, so those stay mapped. A binding registered with
+//! [`HalOptions::track_shares`] records what it shared ([`PoolSlot::outstanding`]), and
+//! [`PoolSlot::reclaim`] (or [`PoolBinding::reclaim`]) takes those back, freeing the slots
+//! without copying anything into the driver's buffers (which are gone). It is `unsafe`: the caller vouches that no
 //! driver of the binding is left to unshare them and that the device was reset (dropping a
 //! virtio-drivers driver unsets its queues).
 //!

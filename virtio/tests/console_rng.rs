@@ -69,10 +69,10 @@ fn console_dropped_with_a_receive_posted_keeps_its_buffer_mapped() {
 fn a_dropped_console_s_receive_buffer_is_reclaimed_and_the_device_recreated() {
     bind_pool!(P);
     let region = region(256 << 10);
-    P::register(region.pool(), HalOptions::new()).unwrap();
+    P::register(region.pool(), HalOptions::new().track_shares(true)).unwrap();
     let (transport, device) = TransportBuilder::new(ConsoleDevice::new(80, 25), region).build();
     let console = VirtIOConsole::<SwiotlbHal<P>, _>::new(transport).unwrap();
-    assert_eq!(P::slot().outstanding(), 1);
+    assert_eq!(P::slot().outstanding(), Some(1));
     drop(console);
     // Dropping the driver unset its queues: the device no longer uses the buffer.
     assert_eq!(region.pool().stats().used_slots, 2);
@@ -81,13 +81,13 @@ fn a_dropped_console_s_receive_buffer_is_reclaimed_and_the_device_recreated() {
     let reclaimed = unsafe { P::reclaim() };
     assert_eq!(
         reclaimed,
-        swiotlb_virtio::Reclaimed {
+        Some(swiotlb_virtio::Reclaimed {
             shares: 1,
             bytes: 4096,
             missing: 0
-        }
+        })
     );
-    assert_eq!(P::slot().outstanding(), 0);
+    assert_eq!(P::slot().outstanding(), Some(0));
     assert_idle(region.pool());
     let c = P::counters();
     assert_eq!((c.reclaimed, c.bytes_reclaimed), (1, 4096));
@@ -123,8 +123,16 @@ fn a_dropped_console_s_receive_buffer_is_reclaimed_and_the_device_recreated() {
     assert_eq!(out, b"again");
     drop(console);
     // SAFETY: as above.
-    assert_eq!(unsafe { P::reclaim() }.shares, 1);
+    assert_eq!(unsafe { P::reclaim() }.map(|r| r.shares), Some(1));
     assert_idle(region.pool());
+
+    // A binding that does not record its shares has nothing to take back, and says so.
+    bind_pool!(Q);
+    let other = common::region(256 << 10);
+    Q::register(other.pool(), HalOptions::new()).unwrap();
+    assert_eq!(Q::slot().outstanding(), None);
+    // SAFETY: nothing of Q's is shared.
+    assert_eq!(unsafe { Q::reclaim() }, None);
 }
 
 /// The device writes 16 bytes of a 256-byte buffer; the Hal copies the whole buffer back
