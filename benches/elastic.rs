@@ -52,33 +52,23 @@ pub fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    // 16 regions of 1 MiB, the first 15 full: every pair lands in the last one.
+    // 16 regions of 1 MiB, the first 15 full: every pair lands in the last one. Beside it
+    // one region, and two with the first full (the grown pool's path with the fewest
+    // regions: what 16 cost over 2 is the number of regions, what 2 cost over 1 the path).
     let mut g = c.benchmark_group("elastic_16");
-    let one = ElasticPool::new(HeapBackend::new(), regions(1)).expect("pool");
-    let sixteen = ElasticPool::new(HeapBackend::new(), regions(16)).expect("pool");
-    for _ in 1..16 {
-        sixteen.grow(1 << 20).expect("grow");
-    }
     let filler = vec![0u8; 256 << 10];
-    for _ in 0..15 * 4 {
-        // SAFETY: `filler` outlives the pool (declared before it is dropped, never
-        // written); the mappings are never unmapped (the pool is dropped with them).
-        unsafe {
-            sixteen.try_map(
-                NonNull::from(&filler[..]),
-                Direction::ToDevice,
-                &Constraints::NONE,
-            )
-        }
-        .expect("fill");
-    }
-    assert_eq!(sixteen.stats().sub_pools, 16);
+    let one = ElasticPool::new(HeapBackend::new(), regions(1)).expect("pool");
+    let two = filled(2, &filler);
+    let sixteen = filled(16, &filler);
     for (len, name) in SIZES {
         g.bench_function(BenchmarkId::new("pool", name), |b| {
             b.iter(|| pair(&pool, &mut buf, len))
         });
         g.bench_function(BenchmarkId::new("elastic_1_region", name), |b| {
             b.iter(|| pair(&one, &mut buf, len))
+        });
+        g.bench_function(BenchmarkId::new("elastic_2nd_region", name), |b| {
+            b.iter(|| pair(&two, &mut buf, len))
         });
         g.bench_function(BenchmarkId::new("elastic_16th_region", name), |b| {
             b.iter(|| pair(&sixteen, &mut buf, len))
@@ -131,6 +121,29 @@ pub fn bench(c: &mut Criterion) {
         unsafe { pool.unmap(full, 256 << 10, Direction::ToDevice, Attrs::NONE) }.expect("unmap");
     }
     g.finish();
+}
+
+/// `n` regions of 1 MiB, all but the last filled with mappings of `filler` (never unmapped:
+/// the pool is dropped with them).
+fn filled(n: usize, filler: &[u8]) -> ElasticPool {
+    let pool = ElasticPool::new(HeapBackend::new(), regions(n)).expect("pool");
+    for _ in 1..n {
+        pool.grow(1 << 20).expect("grow");
+    }
+    for _ in 0..(n - 1) * 4 {
+        // SAFETY: `filler` outlives the pool (the caller drops the pool first) and is only
+        // read; the mappings are never unmapped.
+        unsafe {
+            pool.try_map(
+                NonNull::from(filler),
+                Direction::ToDevice,
+                &Constraints::NONE,
+            )
+        }
+        .expect("fill");
+    }
+    assert_eq!(pool.stats().sub_pools, n);
+    pool
 }
 
 /// 1 MiB regions, up to `n`.
