@@ -235,3 +235,22 @@
 //! Throttling (a waiting map waits while use is at or above the high watermark of the
 //! capacity, until it falls below the low one) is a delay, not a refusal: a throttled map
 //! that reaches its deadline makes one ordinary try.
+//!
+//! ## What it costs
+//!
+//! Instruction counts of one map+unmap pair (callgrind, `examples/elastic_profile.rs`,
+//! Bidirectional; the 64-byte pair skips the copy back):
+//!
+//! | pool                                  | 64 B | 4 KiB |
+//! |---------------------------------------|------|-------|
+//! | `Pool`                                | 861  | 1793  |
+//! | `ElasticPool::fixed` over it          | 890  | 1822  |
+//! | elastic, one region                   | 894  | 1826  |
+//! | elastic, 2 regions, pair in the 2nd   | 1335 | 2248  |
+//! | elastic, 16 regions, pair in the 16th | 1401 | 2314  |
+//!
+//! A fixed pool pays a flag test on map and a range check and one load on unmap. A grown
+//! pool's path (two pins, a table search each way, the hints and cursor) costs about 440
+//! instructions; the number of regions behind it costs little (16 against 2: 5% at 64 B,
+//! 3% at 4 KiB). The pins themselves are a small part: replacing their read-modify-writes
+//! by plain stores (which would be unsound) saved 5 ns of a 112 ns pair here.
