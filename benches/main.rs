@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod common;
 mod copy;
+mod elastic;
 mod full;
 mod hygiene;
 mod latency;
@@ -35,6 +36,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench, shared_copy::bench, hygiene::bench, ring::bench, virtio_mix::bench
+    targets = latency::bench, copy::bench, threads::bench, full::bench, pool_size::bench, mix::bench, shared_copy::bench, hygiene::bench, ring::bench, virtio_mix::bench, elastic::bench
 }
 criterion_main!(benches);

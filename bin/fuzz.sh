@@ -8,14 +8,14 @@
 #   FUZZ_SANITIZER=address bin/fuzz.sh   # with AddressSanitizer (nightly features, via
 #                                        # RUSTC_BOOTSTRAP=1 on a stable toolchain)
 #
-# Targets: ops, hostile_device, config (all three by default), run one after another.
+# Targets: ops, hostile_device, config, elastic (all four by default), run one after another.
 # New corpus entries go to fuzz/corpus/<target>/ (only seed-* files are committed); a
 # finding is saved under fuzz/artifacts/<target>/ and the script fails. To keep a finding
 # as a regression input, copy it to fuzz/regressions/<target>/ (replayed by
 # `cargo test --release` in fuzz/, which this script runs first).
 #
-# Time here (2 shared cores): ~1 min to build the three targets from cold, then
-# FUZZ_SECONDS per target (90 s for the smoke). Needs cargo-fuzz 0.13 (`cargo install
+# Time here (2 shared cores): ~1 min to build the four targets from cold, then
+# FUZZ_SECONDS per target (120 s for the smoke). Needs cargo-fuzz 0.13 (`cargo install
 # cargo-fuzz`) and a C++ compiler (libFuzzer is built from source).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-30}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ops hostile_device config)
+[ ${#targets[@]} -gt 0 ] || targets=(ops hostile_device config elastic)
 if [ "$sanitizer" != none ]; then
     export RUSTC_BOOTSTRAP=1
 fi

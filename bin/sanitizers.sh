@@ -51,7 +51,7 @@ rustup component add --toolchain "$toolchain" rust-src
 failed=()
 for sanitizer in "${sanitizers[@]}"; do
     case "$sanitizer" in
-        thread) dir=target/tsan args=(--release --test stress) ;;
+        thread) dir=target/tsan args=(--release --test stress --test elastic_stress) ;;
         address) dir=target/asan args=(--test regressions) ;;
         *)
             echo "bin/sanitizers.sh: unknown sanitizer '$sanitizer' (thread or address)" >&2

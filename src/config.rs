@@ -123,7 +123,6 @@ impl Config {
         self.area_hint
     }
 
-    /// Checks every field and returns the number of areas to aim for.
     /// The area hint the user gave, if any.
     pub(crate) const fn own_area_hint(&self) -> Option<fn() -> usize> {
         if self.own_hint {
@@ -133,6 +132,7 @@ impl Config {
         }
     }
 
+    /// Checks every field and returns the number of areas to aim for.
     pub(crate) fn check(&self) -> Result<usize, ConfigError> {
         if !self.slot_size.is_power_of_two() || !(64..=MAX_SLOT_SIZE).contains(&self.slot_size) {
             return Err(ConfigError::SlotSize(self.slot_size));

@@ -174,3 +174,126 @@
 //! A `FromDevice` mapping's bounce buffer is either a copy of the original (Linux's rule,
 //! so a whole copy back never returns stale bytes) or zeros ([`Fill`](crate::Fill)), which
 //! shows the device nothing of the guest; `SEMANTICS.md` has the trade-off.
+//!
+//! # Elastic pools
+//!
+//! Two rooms. [`Pool`](crate::Pool) is one contiguous region and everything above is
+//! about its slots. [`ElasticPool`](crate::ElasticPool) (`src/elastic/`) is about regions:
+//! how many there are, where they come from ([`Backend`](crate::Backend)), which one a
+//! call goes to, and who waits for room. It never looks inside a region; it calls the
+//! region's `Pool` and adds three things a `Pool` does not need: a table, a reclamation
+//! protocol for that table, and a wait list. (Linux 6.6 draws the same line between
+//! `io_tlb_pool` and `io_tlb_mem`.) The region allocator got four read-only helpers for
+//! it (`src/pool/probe.rs`) and nothing else.
+//!
+//! ## Finding a region
+//!
+//! The regions are listed in an immutable table: by device address (unmap, sync, lookup
+//! and free do a binary search: O(log n)), by CPU address (a buffer to map must not be pool
+//! memory, in any region), and the open ones in creation order (maps try the oldest first,
+//! so the newest drain and can be given back). Growth and shrink never edit a table; they
+//! build a new one and publish it with one pointer store. The first region is never given
+//! back, so it lives inside the `ElasticPool` itself and is reached without the table: a
+//! map goes straight to it while the pool has not grown (a fixed pool's map is a plain
+//! call), an unmap whose address is in it pays a range check. Only calls that reach
+//! another region pin and read the table.
+//!
+//! Maps of a grown pool skip full regions cheaply: each region has a hint, the smallest
+//! map without constraints found `Full` there since its last release (only such maps set
+//! or read it: without masks a bigger map never fits where a smaller one did not), and
+//! each table a cursor, the first region not known to be completely full. A release
+//! clears its region's hint (one load when there is none to clear) and moves the cursor
+//! back if it was past it. Hints only order the search: a second pass tries every region
+//! the first skipped before a map is refused or the pool grows.
+//!
+//! ## Reclamation: why a region can be freed while others look the table up
+//!
+//! `src/elastic/epoch.rs` has the protocol and its proof; in short: a reader increments
+//! a counter of its slot (one per area hint, each on its own cache line) for the current
+//! epoch's parity, checks the epoch did not move, reads the table, and decrements when
+//! done. The writer (one at a time: the growth lock) publishes the new table, moves the
+//! epoch and waits until the old parity's counters are all zero; then nothing can hold the
+//! old table or a region it dropped. The reader's increment and the writer's publication
+//! are `SeqCst` accesses, whose single total order rules out the one interleaving that
+//! would be a use-after-free; the re-check of the epoch keeps a reader that was delayed
+//! between reading the epoch and incrementing from hiding under a parity nobody waits
+//! for; two parities keep a stream of readers from starving the writer.
+//!
+//! crossbeam-epoch was the alternative. It needs a participant registered per thread
+//! (thread-locals with `std`, by hand without), it frees garbage whenever a later pin gets
+//! round to it while a shrink must know when it may unshare, and it runs under loom only
+//! with its own configuration. The writer here can afford to wait (growth and shrink call
+//! the backend, a hypercall on real platforms), so the hand-written protocol is a few lines
+//! whose every step loom drives, and every free is checked by `sync::TrackCell` (a loom
+//! cell that fails a model in which a read is not ordered before the free). The price is
+//! two uncontended read-modify-writes on the reader's own line per call that reaches a
+//! region other than the first; the `elastic` benchmark group (`benches/elastic.rs`)
+//! measures what that costs.
+//!
+//! ## Growth
+//!
+//! A map or allocation that no region can take (`Full`, or `Impossible` in regions too
+//! small for it) takes the growth lock, unpinned. If the table changed since it looked
+//! (another thread grew or shrank meanwhile) it just tries again; otherwise it asks the
+//! backend for a region of the configured size, or sized to the request when that is more
+//! (Linux's transient pool), halving on refusal down to the floor, within the ceiling and
+//! the sub-pool limit. It builds a `Pool` over the range (which clears it), publishes a
+//! table with it, waits out the readers of the old table, frees it, and wakes the waiters.
+//! No area lock is held at any point, and a map that finds room never touches the growth
+//! lock: growth delays only the maps that need it. A range the backend returns that
+//! breaks its contract (size, alignment, overlap) is leaked rather than unshared: the pool
+//! cannot know what unsharing it would do.
+//!
+//! ## Shrink
+//!
+//! A region goes back in two steps. It is first *closed* (a table without it among the
+//! regions maps try is published, and the readers of the old one are waited out, so every
+//! map that could have chosen it has finished and its slots are counted); then, if it is
+//! still empty, nothing can be mapped there any more, so a table without it is published,
+//! the readers are waited out again, and only then its metadata is freed and its memory
+//! unshared. A region that is not empty after the first step is opened again. An unmap
+//! racing the shrink holds a pin over its copy back, so the memory it reads is unshared
+//! only after it; a lookup of a stale address sees the region or nothing. Idleness is
+//! measured between shrink passes (a region is given back when two passes the idle time
+//! apart found it empty with no map in between), because a `no_std` pool has no thread of
+//! its own: the user calls [`shrink`](crate::ElasticPool::shrink) from a timer or idle loop.
+//!
+//! ## Waiting, and why no wake-up is lost
+//!
+//! Every release reads one word, `watch` (waiters registered, throttling on, the first
+//! region's hint set), with one relaxed load, and does nothing more when it is zero: the
+//! unmap hot path pays no fence and no lock for waiting. A waiter registers its waker in
+//! the wait list (under the list's lock, which sets the waiters bit), then takes and drops
+//! every area lock of every region, then tries again. A release drops its area's lock
+//! before it reads `watch`: if the waiter took that lock after, its second try sees the
+//! room; if before, its registration happens before the release's read, which sees the
+//! bit and wakes it. Growth and a region reopened always wake through the list's lock. The
+//! pass over the area locks costs the waiter (never the releaser) and keeps the argument
+//! true whatever a region's search does inside (today it locks each area anyway). The loom
+//! models `waiter_racing_an_unmap_is_always_woken` and `..._growth_...` fail with a
+//! deadlock when the second try or the release's look at `watch` is removed.
+//!
+//! The `Future` ([`map_async`](crate::ElasticPool::map_async)) is the one mechanism;
+//! blocking maps poll it with a waker that sets a flag (and unparks the thread with `std`).
+//! Throttling (a waiting map waits while use is at or above the high watermark of the
+//! capacity, until it falls below the low one) is a delay, not a refusal: a throttled map
+//! that reaches its deadline makes one ordinary try.
+//!
+//! ## What it costs
+//!
+//! Instruction counts of one map+unmap pair (callgrind, `examples/elastic_profile.rs`,
+//! Bidirectional; the 64-byte pair skips the copy back):
+//!
+//! | pool                                  | 64 B | 4 KiB |
+//! |---------------------------------------|------|-------|
+//! | `Pool`                                | 861  | 1793  |
+//! | `ElasticPool::fixed` over it          | 890  | 1822  |
+//! | elastic, one region                   | 894  | 1826  |
+//! | elastic, 2 regions, pair in the 2nd   | 1335 | 2248  |
+//! | elastic, 16 regions, pair in the 16th | 1401 | 2314  |
+//!
+//! A fixed pool pays a flag test on map and a range check and one load on unmap. A grown
+//! pool's path (two pins, a table search each way, the hints and cursor) costs about 440
+//! instructions; the number of regions behind it costs little (16 against 2: 5% at 64 B,
+//! 3% at 4 KiB). The pins themselves are a small part: replacing their read-modify-writes
+//! by plain stores (which would be unsound) saved 5 ns of a 112 ns pair here.

@@ -14,13 +14,32 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
-    AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering,
 };
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{
-    AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering,
 };
+
+/// The reference count behind a `Waker` made with `alloc::task::Wake`: `alloc`'s `Arc` in
+/// every back end (a `Waker` can only be made from that one; loom's executor brings its
+/// own wakers to the models).
+pub(crate) use alloc::sync::Arc as WakerArc;
+
+/// Where the elastic pool's reader protocol relies on the single total order of `SeqCst`
+/// accesses (a store-buffering pair: a reader's counter increment then its loads, a
+/// writer's stores then its counter loads), the real build uses `SeqCst` accesses, which
+/// C11 totally orders, and needs nothing more. loom treats `SeqCst` accesses as `AcqRel`
+/// (its README, "Unsupported features") but does model `fence(SeqCst)`, so under
+/// `--cfg loom` this is that fence, placed where the accesses need the total order: what
+/// loom checks is at least as strong as what runs, and the argument for the `SeqCst`
+/// accesses is in `elastic/epoch.rs`.
+#[inline(always)]
+pub(crate) fn seq_cst_point() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
 
 pub(crate) use self::mutex::{Mutex, MutexGuard};
 
@@ -55,6 +74,57 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
     #[cfg(not(loom))]
     core::hint::spin_loop();
+}
+
+// === impl TrackCell ===
+
+/// A marker for memory that one party frees while others may still read it: the elastic
+/// pool's sub-pools and tables. Readers call [`read`](TrackCell::read) when done with the
+/// object; the reclaimer calls [`free`](TrackCell::free) just before freeing it.
+///
+/// In a real build it is empty and both calls compile to nothing. Under `--cfg loom` it is
+/// a loom `UnsafeCell` holding "freed": `read` is an immutable access that asserts the
+/// object was not freed, `free` a mutable access that records it. loom fails a model in
+/// which a reader's access is not ordered before the free (a concurrent read and write),
+/// and the assertion fails one in which a read is ordered after it. Either would be a
+/// use-after-free in the real build. (Under loom the objects are also kept until the pool
+/// is dropped, so such a model fails on the check, not on freed memory.)
+#[derive(Debug, Default)]
+pub(crate) struct TrackCell {
+    #[cfg(loom)]
+    freed: loom::cell::UnsafeCell<bool>,
+}
+
+// SAFETY: under loom the cell is shared on purpose: every access goes through loom's
+// `with` / `with_mut`, which check the accesses against each other and fail the model on a
+// race instead of committing it. (Without loom the struct is empty, and `Sync` anyway.)
+#[cfg(loom)]
+unsafe impl Sync for TrackCell {}
+
+impl TrackCell {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// A reader's use of the object: call it after the last access.
+    #[inline(always)]
+    pub(crate) fn read(&self) {
+        #[cfg(loom)]
+        self.freed.with(|freed| {
+            // SAFETY: loom checked that no write to the cell is concurrent with this read.
+            assert!(!unsafe { *freed }, "use after free of a retired object");
+        });
+    }
+
+    /// The reclaimer, just before the object is freed.
+    #[inline(always)]
+    pub(crate) fn free(&self) {
+        #[cfg(loom)]
+        self.freed.with_mut(|freed| {
+            // SAFETY: loom checked that every read of the cell happened before this write.
+            unsafe { *freed = true };
+        });
+    }
 }
 
 /// A number no other pool of this program has had: what ties a

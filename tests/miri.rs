@@ -270,6 +270,143 @@ fn runs_given_back_are_taken_again_and_a_long_mapping_gets_them_all() {
     assert_eq!(pool.stats().used_slots, 0);
 }
 
+/// The elastic pool over the heap backend: maps that grow it (a region from `alloc`), the
+/// device answering in a grown region, the copy back through a reborrowed buffer, a
+/// lookup, a shrink that frees the regions (their metadata, then their memory), and the
+/// pool dropped with its first region.
+#[test]
+fn elastic_pool_grows_maps_and_shrinks() {
+    use swiotlb::{ElasticConfig, ElasticPool, HeapBackend};
+    let config = ElasticConfig::new()
+        .with_pool(
+            Config::new()
+                .with_slot_size(512)
+                .with_segment_slots(8)
+                .with_areas(1),
+        )
+        .with_initial(4096)
+        .with_grow(4096, 4096)
+        .with_max_bytes(32 << 10)
+        .with_idle_time_ns(0);
+    let pool = ElasticPool::new(HeapBackend::new(), config).expect("pool");
+    let mut bufs: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 3000]).collect();
+    let mut dmas = Vec::new();
+    for b in &mut bufs {
+        // SAFETY: each buffer outlives its mapping; between pool calls only this thread
+        // touches it.
+        let dma = unsafe {
+            pool.try_map_attrs(
+                NonNull::from(&mut b[..]),
+                Direction::FromDevice,
+                &Constraints::NONE,
+                Attrs::ZERO_FILL,
+            )
+        }
+        .unwrap();
+        dmas.push(dma);
+    }
+    assert_eq!(pool.stats().sub_pools, 3);
+    for (i, &dma) in dmas.iter().enumerate() {
+        let at = pool.translate(dma, 3000).unwrap();
+        // SAFETY: inside a live mapping, written as the device would.
+        unsafe { swiotlb::shared::fill_shared(at.as_ptr(), 0x40 + i as u8, 3000) };
+        assert!(pool.lookup(dma + 100).is_some());
+    }
+    for (i, (b, &dma)) in bufs.iter_mut().zip(&dmas).enumerate() {
+        // A CPU use of the buffer between calls: the pointer kept at map dies.
+        b[0] = 0xff;
+        // SAFETY: `b` is the mapping's original, given fresh.
+        unsafe {
+            pool.unmap_into(
+                dma,
+                NonNull::from(&mut b[..]),
+                Direction::FromDevice,
+                Attrs::NONE,
+            )
+        }
+        .unwrap();
+        assert!(b.iter().all(|&x| x == 0x40 + i as u8));
+    }
+    assert_eq!(pool.shrink(), 2);
+    assert_eq!(pool.stats().sub_pools, 1);
+}
+
+/// A map future registered with a full pool, woken (through an `Arc` waker) by the unmap
+/// that makes room; a second one dropped while waiting deregisters.
+#[test]
+fn elastic_map_future_is_woken_by_an_unmap() {
+    use core::future::Future;
+    use core::task::{Context, Poll, Waker};
+    use swiotlb::ElasticPool;
+    struct Flag(AtomicBool);
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let pool = ElasticPool::fixed(small_pool());
+    // Two segments of 8 slots: two hogs fill it.
+    let mut hog = vec![0u8; 8 * 512];
+    let mut hog2 = vec![0u8; 8 * 512];
+    // SAFETY: the hogs outlive their mappings.
+    let held = unsafe {
+        pool.try_map(
+            NonNull::from(&mut hog[..]),
+            Direction::ToDevice,
+            &Constraints::NONE,
+        )
+    }
+    .unwrap();
+    // SAFETY: as above.
+    let held2 = unsafe {
+        pool.try_map(
+            NonNull::from(&mut hog2[..]),
+            Direction::ToDevice,
+            &Constraints::NONE,
+        )
+    }
+    .unwrap();
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut buf = [9u8; 100];
+    // SAFETY: `buf` outlives the future and its mapping.
+    let mut fut = Box::pin(unsafe {
+        pool.map_async(
+            NonNull::from(&mut buf[..]),
+            Direction::ToDevice,
+            &Constraints::NONE,
+            Attrs::NONE,
+        )
+    });
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    {
+        let mut other = [1u8; 10];
+        // SAFETY: as above; dropped unpolled-to-completion.
+        let mut waiting = Box::pin(unsafe {
+            pool.map_async(
+                NonNull::from(&mut other[..]),
+                Direction::ToDevice,
+                &Constraints::NONE,
+                Attrs::NONE,
+            )
+        });
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    }
+    // SAFETY: the live mapping of `hog`.
+    unsafe { pool.unmap(held, hog.len(), Direction::ToDevice, Attrs::NONE) }.unwrap();
+    assert!(flag.0.load(Ordering::SeqCst), "woken by the unmap");
+    let Poll::Ready(Ok(dma)) = fut.as_mut().poll(&mut cx) else {
+        panic!("room after the unmap")
+    };
+    drop(fut);
+    // SAFETY: the live mappings of `buf` and `hog2`.
+    unsafe { pool.unmap(dma, buf.len(), Direction::ToDevice, Attrs::NONE) }.unwrap();
+    // SAFETY: as above.
+    unsafe { pool.unmap(held2, hog2.len(), Direction::ToDevice, Attrs::NONE) }.unwrap();
+    assert_eq!(pool.stats().used_slots, 0);
+}
+
 /// The safe guards: a `DmaMut` whose buffer the CPU writes through `as_mut_slice` between
 /// syncs (which invalidates any pointer taken at map: the guard must hand the pool fresh
 /// ones), a `DmaRef`, owned buffers moved through a queue before their unmap, and a

@@ -333,7 +333,7 @@ fn main() -> Result<(), String> {
     // buddy allocator hands out instead (the device model sees the same memory).
     let theirs =
         DmaRegion::leak(SHARED_BYTES, 0x4000_0000, Config::new()).map_err(|e| e.to_string())?;
-    let range = theirs.pool().dma_range();
+    let range = theirs.pool().sub_pools()[0].dma_range.clone();
     let len = (range.end - range.start) as usize;
     let cpu = theirs
         .pool()

@@ -6,6 +6,7 @@
 //! | `ops`            | a pool shape, then operations             | the harness's invariants after every step     |
 //! | `hostile_device` | a pool shape, then (device write, op) pairs | the same, with the pool scribbled on between every two steps |
 //! | `config`         | a configuration and a region              | valid ones work to the last slot, invalid ones get the error that names the fault |
+//! | `elastic`        | an elastic pool's shape and backend failure rates, then operations | the elastic shadow model's checks after every step, and the backend's books at the end |
 #![deny(
     unsafe_op_in_unsafe_fn,
     clippy::undocumented_unsafe_blocks,
@@ -15,7 +16,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use core::ptr::NonNull;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
-use swiotlb::testing::{HarnessConfig, Op, Scenario, Tally};
+use swiotlb::testing::{ElasticScenario, ElasticTally, HarnessConfig, Op, Scenario, Tally};
 use swiotlb::{Attrs, Config, ConfigError, Constraints, Direction, DmaAddr, MapError, Pool};
 
 /// Most operations one input runs: enough to fill and churn a small pool, few enough that an
@@ -377,4 +378,19 @@ fn check_pool(pool: &Pool, slot: usize, size: usize, dma_base: DmaAddr, cpu: Opt
         unsafe { pool.unmap(dma, 1, Direction::ToDevice, Attrs::NONE) }.expect("unmap");
     }
     assert_eq!(pool.stats().used_slots, 0);
+}
+
+/// Target `elastic`: an elastic pool (its first region, growth and floor, ceiling, sub-pool
+/// limit, idle time) over a backend that refuses shares and fails unshares at random, and a
+/// sequence of maps, unmaps, device writes with syncs, coherent allocations and frees,
+/// wrong calls, growth, shrink passes and clock ticks. The shadow model of
+/// `swiotlb::testing::ElasticScenario` checks after every step that every mapping lies in
+/// memory shared now, apart from the others, with its own bytes; that `Full` came only for
+/// a reason the pool is allowed; that shrink never gives back a region in use (or the
+/// first); that the figures add up; and at the end that every share was unshared.
+///
+/// Returns what happened (`None` if the input is too short for a configuration).
+pub fn elastic(data: &[u8]) -> Option<ElasticTally> {
+    let scenario = ElasticScenario::arbitrary(&mut Unstructured::new(data)).ok()?;
+    Some(scenario.run())
 }

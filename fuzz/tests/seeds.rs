@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use swiotlb::testing::Tally;
+use swiotlb::testing::{ElasticTally, Tally};
 
 fn inputs(dir: &str, target: &str, prefix: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
@@ -93,4 +93,21 @@ fn config_seeds_build_and_refuse() {
         }
     }
     assert!(built > 0 && refused > 0, "built {built}, refused {refused}");
+}
+
+#[test]
+fn elastic_seeds_grow_refuse_shrink_and_leak() {
+    let seeds = inputs("corpus", "elastic", "seed-");
+    assert!(seeds.len() >= 3, "elastic: too few seeds ({})", seeds.len());
+    let mut t = ElasticTally::default();
+    for (path, data) in seeds.iter().chain(&inputs("regressions", "elastic", "")) {
+        eprintln!("elastic: {}", path.display());
+        if let Some(tally) = swiotlb_fuzz::elastic(data) {
+            t += tally;
+        }
+    }
+    eprintln!("elastic: {t:?}");
+    assert!(t.mapped > 0 && t.unmapped > 0 && t.allocated > 0, "{t:?}");
+    assert!(t.growths > 0 && t.shrinks > 0 && t.full > 0, "{t:?}");
+    assert!(t.refused_shares > 0 && t.leaks > 0, "{t:?}");
 }

@@ -6,11 +6,13 @@
 //! - [`streaming`]: map / unmap / sync;
 //! - [`coherent`]: alloc / free;
 //! - [`fill`]: what a run shows the device before its data goes in, and scrubbing;
-//! - [`stats`]: the figures.
+//! - [`stats`]: the figures;
+//! - [`probe`]: read-only views for the elastic pool above.
 
 mod coherent;
 mod fill;
 mod placement;
+mod probe;
 mod stats;
 mod streaming;
 

@@ -187,11 +187,15 @@ impl ConstraintsChoice {
     }
 }
 
+mod backend;
+mod elastic;
 mod harness;
 mod model;
 mod ops;
 mod steps;
 
+pub use backend::{BackendCall, TestBackend};
+pub use elastic::{ElasticHarnessConfig, ElasticOp, ElasticScenario, ElasticTally};
 use ops::length;
 pub use ops::{DirChoice, LenChoice, Op, Scenario, Tally, Target};
 

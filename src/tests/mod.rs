@@ -10,12 +10,16 @@
 //! iteration of a model places runs the same way. Threads pick the area they start in with
 //! [`in_area`], which the pool's area hint reads.
 
+mod elastic;
 mod loom_coherent;
 mod loom_fallback;
+mod loom_grow;
 mod loom_map;
+mod loom_shrink;
 mod loom_stats;
 mod loom_sync;
 mod loom_unmap;
+mod loom_wait;
 
 use crate::{Attrs, Config, Constraints, Direction, DmaAddr, MapError, Pool};
 use core::ops::{Deref, Range};

@@ -122,12 +122,13 @@ fn run(mib_per_phase: u64) -> Result {
     let region = DmaRegion::leak(POOL_BYTES, POOL_DMA, Config::new().with_areas(1))?;
     let pool = region.pool();
     BlkPool::register(pool, HalOptions::new())?;
+    let first = &pool.sub_pools()[0];
     println!(
         "pool: {} slots of {} B at device {:#x}, {} areas; disk {} MiB; {} MiB per phase",
         pool.stats().total_slots,
         pool.slot_size(),
-        pool.dma_range().start,
-        pool.stats().areas,
+        first.dma_range.start,
+        first.stats.areas,
         (DISK_SECTORS * SECTOR_SIZE as u64) >> 20,
         mib_per_phase
     );

@@ -73,6 +73,10 @@ pub struct HalCounters {
     pub coherent_pages: u64,
     /// `dma_alloc` calls refused (the driver saw `Error::DmaError`).
     pub coherent_failures: u64,
+    /// Shares taken back by [`PoolSlot::reclaim`](crate::PoolSlot::reclaim).
+    pub reclaimed: u64,
+    /// Their bytes.
+    pub bytes_reclaimed: u64,
 }
 
 #[cfg(feature = "counters")]
@@ -86,6 +90,8 @@ pub(crate) struct Counters {
     share_waits: Counter,
     coherent_pages: Counter,
     coherent_failures: Counter,
+    reclaimed: Counter,
+    bytes_reclaimed: Counter,
 }
 
 #[cfg(feature = "counters")]
@@ -100,7 +106,15 @@ impl Counters {
             share_waits: Counter::new(0),
             coherent_pages: Counter::new(0),
             coherent_failures: Counter::new(0),
+            reclaimed: Counter::new(0),
+            bytes_reclaimed: Counter::new(0),
         }
+    }
+
+    #[inline]
+    pub(crate) fn reclaimed(&self, shares: usize, bytes: usize) {
+        add(&self.reclaimed, shares);
+        add(&self.bytes_reclaimed, bytes);
     }
 
     #[inline]
@@ -137,6 +151,8 @@ impl Counters {
             share_waits: get(&self.share_waits),
             coherent_pages: get(&self.coherent_pages),
             coherent_failures: get(&self.coherent_failures),
+            reclaimed: get(&self.reclaimed),
+            bytes_reclaimed: get(&self.bytes_reclaimed),
         }
     }
 }
@@ -161,6 +177,9 @@ impl Counters {
     #[inline(always)]
     pub(crate) fn allocated(&self, _pages: Option<usize>) {}
 
+    #[inline(always)]
+    pub(crate) fn reclaimed(&self, _shares: usize, _bytes: usize) {}
+
     pub(crate) fn snapshot(&self) -> HalCounters {
         HalCounters::default()
     }
@@ -179,6 +198,8 @@ impl HalCounters {
             share_waits: delta(self.share_waits, earlier.share_waits),
             coherent_pages: delta(self.coherent_pages, earlier.coherent_pages),
             coherent_failures: delta(self.coherent_failures, earlier.coherent_failures),
+            reclaimed: delta(self.reclaimed, earlier.reclaimed),
+            bytes_reclaimed: delta(self.bytes_reclaimed, earlier.bytes_reclaimed),
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::binding::{PoolBinding, Registration};
 use core::any::type_name;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
+use core::time::Duration;
 use swiotlb::{Attrs, Direction, Fill, MapError};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
@@ -13,8 +14,11 @@ use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 ///   `FromDevice`, `Both` as `Bidirectional`) and returns the bounce buffer's device
 ///   address. Driver-readable buffers are copied in; device-writable ones start as
 ///   [`HalOptions::fill`](crate::HalOptions::fill) says (zeros by default, so nothing of
-///   the guest's old receive buffers reaches the host). A full pool is handled by the
-///   binding's [`FullPolicy`](crate::FullPolicy); any other error panics.
+///   the guest's old receive buffers reaches the host). A pool with no room grows if it
+///   can; one that cannot is waited on as the binding's
+///   [`FullPolicy`](crate::FullPolicy) says (woken by the unmap that makes room); any
+///   other error panics. With [`HalOptions::track_shares`](crate::HalOptions::track_shares)
+///   the binding records the share.
 /// - `unshare` copies the bounce buffer back for `DeviceToDriver` and `Both` (the whole
 ///   buffer: the `Hal` is not told how much the device wrote, so with the default fill the
 ///   bytes past what the device wrote come back as zeros) and frees the slots.
@@ -34,9 +38,10 @@ use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 ///
 /// `share` and `unshare` before the binding's pool is registered; `share` when the pool is
 /// full for longer than the policy allows, or refuses the buffer for another reason (zero
-/// length, over [`max_mapping_size`](swiotlb::Pool::max_mapping_size), a buffer inside the
-/// pool); `unshare` of an address, length or direction that `share` did not return (a
-/// broken `Hal` contract).
+/// length, over [`max_mapping_size`](swiotlb::ElasticPool::max_mapping_size), a buffer
+/// inside the pool); `unshare` of an address, length or direction that `share` did not
+/// return (a broken `Hal` contract: refused by the pool, or with tracking on by the binding
+/// before it touches the pool).
 pub struct SwiotlbHal<B: PoolBinding>(PhantomData<fn() -> B>);
 
 impl<B: PoolBinding> core::fmt::Debug for SwiotlbHal<B> {
@@ -72,8 +77,9 @@ fn no_allocation() -> (PhysAddr, NonNull<u8>) {
 
 // SAFETY: `dma_alloc` returns pool memory that the allocator reserved for this allocation
 // alone until `dma_dealloc` frees it (so it aliases nothing), zeroed by `Pool::alloc`, and
-// page-aligned: `Pool::alloc` aligns the device address to at least a page and registration
-// checked that CPU and device addresses differ by a multiple of `PAGE_SIZE`. `share`
+// page-aligned: `Pool::alloc` aligns the device address to at least a page, and every
+// region's CPU and device addresses differ by a multiple of `PAGE_SIZE` (checked at
+// registration; a `Backend` aligns both to a page for a new region). `share`
 // returns the device address of a bounce buffer holding the buffer's bytes; `unshare`
 // copies it back (for device-writable directions) before the slots are freed.
 // `mmio_phys_to_virt` is the binding's: `PoolBinding` is an `unsafe trait` whose
@@ -92,7 +98,16 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
             slot.counters.allocated(None);
             return no_allocation();
         };
-        match reg.pool.alloc(size, &reg.options.constraints) {
+        match reg.pool.try_alloc(size, &reg.options.constraints) {
+            // Device address 0 is what `virtio-drivers` reads as a failure: a region that
+            // holds it cannot serve this allocation.
+            Ok(c) if c.dma() == 0 => {
+                if reg.pool.free(c).is_err() {
+                    debug_assert!(false, "a fresh allocation of this pool was refused");
+                }
+                slot.counters.allocated(None);
+                no_allocation()
+            }
             Ok(c) => {
                 debug_assert_eq!(c.cpu().as_ptr().addr() % PAGE_SIZE, 0);
                 slot.counters.allocated(Some(pages));
@@ -138,42 +153,57 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         let dir = direction(dir);
         let len = buffer.len();
         let attrs = Attrs::NONE.fill(reg.options.fill);
-        // Ok(Ok): mapped; Ok(Err): an error waiting cannot cure; Err: full, try again.
-        let outcome = reg.options.full.retry(|| {
-            // SAFETY: the caller gives a valid buffer, readable (and writable unless it is
-            // driver-to-device, which we map `ToDevice` and never write), and
-            // `virtio-drivers` keeps it valid and untouched until the matching `unshare`,
-            // which unmaps it (VirtQueue::add's contract).
-            match unsafe {
-                reg.pool
-                    .map_attrs(buffer, dir, &reg.options.constraints, attrs)
-            } {
-                Ok(dma) => Ok(Ok(dma)),
-                Err(e @ MapError::Full { .. }) => Err(e),
-                Err(e) => Ok(Err(e)),
+        let constraints = &reg.options.constraints;
+        let policy = &reg.options.full;
+        let mut waited = Duration::ZERO;
+        // SAFETY: the caller gives a valid buffer, readable (and writable unless it is
+        // driver-to-device, which we map `ToDevice` and never write), and `virtio-drivers`
+        // keeps it valid and untouched until the matching `unshare`, which unmaps it
+        // (VirtQueue::add's contract).
+        let first = unsafe { reg.pool.try_map_attrs(buffer, dir, constraints, attrs) };
+        let result = match first {
+            Ok(dma) => Ok((dma, false)),
+            // Only a share that must wait builds a waiter (an allocation, a thread handle).
+            Err(MapError::Full { .. }) if !policy.max_wait.is_zero() => {
+                // SAFETY: as above.
+                unsafe {
+                    reg.pool.map_wait_with(
+                        buffer,
+                        dir,
+                        constraints,
+                        attrs,
+                        policy.waiter(&mut waited),
+                    )
+                }
             }
-        });
-        match outcome {
-            Ok((Ok(dma), waited)) => {
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((dma, did_wait)) => {
+                if reg.options.track_shares {
+                    slot.track(dma, len, dir);
+                }
                 let zero_filled = dir == Direction::FromDevice && attrs.fill == Fill::Zero;
                 slot.counters
-                    .shared(len, if zero_filled { 0 } else { len }, waited);
+                    .shared(len, if zero_filled { 0 } else { len }, did_wait);
                 dma
             }
-            Ok((Err(e), _)) => panic!(
-                "swiotlb-virtio: {}: cannot share {len} bytes {dir:?}: {e}",
-                type_name::<B>()
-            ),
-            Err((e, waited)) => {
+            Err(e @ MapError::Full { .. }) => {
                 let stats = reg.pool.stats();
                 panic!(
                     "swiotlb-virtio: {}: pool still full after waiting {waited:?}: {e}; \
-                     high water {} slots, {} failed maps",
+                     high water {} slots, {} failed maps, {} regions, {} growth failures",
                     type_name::<B>(),
                     stats.high_water,
-                    stats.failed_maps
+                    stats.failed_maps,
+                    stats.sub_pools,
+                    stats.growth_failures,
                 )
             }
+            Err(e) => panic!(
+                "swiotlb-virtio: {}: cannot share {len} bytes {dir:?}: {e}",
+                type_name::<B>()
+            ),
         }
     }
 
@@ -182,12 +212,20 @@ unsafe impl<B: PoolBinding> Hal for SwiotlbHal<B> {
         let reg = registered::<B>();
         let dir = direction(dir);
         let len = buffer.len();
+        if reg.options.track_shares && !slot.untrack(paddr, len, dir) {
+            panic!(
+                "swiotlb-virtio: {}: unshare of {paddr:#x} ({len} bytes, {dir:?}): not a live \
+                 share of this binding",
+                type_name::<B>()
+            );
+        }
         // The copy back goes to `buffer`, not to the pointer `share` was given: the driver
         // reborrowed its buffer to make this one, which (under Rust's aliasing rules)
         // invalidated the old pointer. `unmap_into` checks it is the same buffer.
-        // SAFETY: `paddr` is what `share` returned for this buffer (caller's promise), and
-        // `buffer` is valid for writes and untouched by anyone else during the call
-        // (VirtQueue's contract), so the copy back writes memory lent us for exactly this.
+        // SAFETY: `paddr` is what `share` returned for this buffer (caller's promise, and
+        // the binding's record), and `buffer` is valid for writes and untouched by anyone
+        // else during the call (VirtQueue's contract), so the copy back writes memory lent
+        // us for exactly this.
         let result = unsafe { reg.pool.unmap_into(paddr, buffer, dir, Attrs::NONE) };
         if let Err(e) = result {
             panic!(

@@ -20,18 +20,28 @@
 //! # Binding a pool to a `Hal`
 //!
 //! `Hal`'s functions take no `self`, so the pool is found through the type: a marker type
-//! made by [`bind_pool!`] owns a `static` [`PoolSlot`], registered once at start-up.
+//! made by [`bind_pool!`] owns a `static` [`PoolSlot`], registered once at start-up. The pool
+//! is an [`ElasticPool`](swiotlb::ElasticPool): one that grows from a
+//! [`Backend`](swiotlb::Backend) (pages shared with the host on demand), or
+//! [`ElasticPool::fixed`](swiotlb::ElasticPool::fixed) over one region shared beforehand.
 //!
 //! ```
-//! use swiotlb::{Config, Pool};
+//! use swiotlb::{Config, ElasticConfig, ElasticPool, HeapBackend, Pool};
 //! use swiotlb_virtio::{bind_pool, HalOptions, PoolBinding, SwiotlbHal};
 //!
 //! bind_pool!(pub BlkPool);
 //! type BlkHal = SwiotlbHal<BlkPool>;
 //!
-//! // At start-up: a pool over the memory the host may see (here, any heap memory).
-//! let pool: &'static Pool = Box::leak(Box::new(Pool::allocate(1 << 20, Config::new())?));
-//! BlkPool::register(pool, HalOptions::new())?;
+//! // At start-up: a pool that starts at 256 KiB and grows from a backend (here, heap
+//! // memory; in a confidential VM, pages shared with the host)...
+//! let config = ElasticConfig::new().with_initial(256 << 10);
+//! let pool = ElasticPool::new(HeapBackend::new(), config)?;
+//! BlkPool::register(Box::leak(Box::new(pool)), HalOptions::new())?;
+//!
+//! // ... or a fixed one over a region shared beforehand.
+//! bind_pool!(pub NetPool);
+//! let fixed = ElasticPool::fixed(Pool::allocate(1 << 20, Config::new())?);
+//! NetPool::register(Box::leak(Box::new(fixed)), HalOptions::new())?;
 //!
 //! // Then, for instance: VirtIOBlk::<BlkHal, _>::new(transport)
 //! # let _ = core::marker::PhantomData::<BlkHal>;
@@ -57,7 +67,7 @@
 //! never asks, and needs no windows.
 //!
 //! ```
-//! use swiotlb::{Config, Pool};
+//! use swiotlb::{Config, ElasticPool, Pool};
 //! use swiotlb_virtio::{bind_pool, HalOptions, MmioWindow, PoolBinding, SwiotlbHal};
 //! use virtio_drivers::Hal;
 //!
@@ -67,8 +77,8 @@
 //! // mapped 1:1 and used for nothing else (this example never dereferences it).
 //! let pci = unsafe { MmioWindow::identity(0xfe00_0000, 0x100_0000) };
 //! let windows: &'static [MmioWindow] = Box::leak(Box::new([pci]));
-//! let pool: &'static Pool = Box::leak(Box::new(Pool::allocate(1 << 20, Config::new())?));
-//! NetPool::register(pool, HalOptions::new().mmio_windows(windows))?;
+//! let pool = ElasticPool::fixed(Pool::allocate(1 << 20, Config::new())?);
+//! NetPool::register(Box::leak(Box::new(pool)), HalOptions::new().mmio_windows(windows))?;
 //!
 //! // What PciTransport::new does with a BAR at 0xfe00_4000 (a 0x38-byte common config):
 //! // SAFETY: translation only; the pointer is not used.
@@ -80,19 +90,30 @@
 //!
 //! # When the pool is full
 //!
-//! `Hal::share` cannot fail, so a share that finds the pool full waits for another thread
-//! to free room, with exponential backoff, for at most [`FullPolicy`]'s bound, then panics
-//! with the pool's figures. Any other mapping error (a buffer over
-//! [`Pool::max_mapping_size`](swiotlb::Pool::max_mapping_size), say) panics at once: waiting
-//! cannot help. `dma_alloc` does not wait: it reports failure, and the driver returns
-//! `Error::DmaError`. [`map_sg`] never waits or panics: it returns the error.
+//! `Hal::share` cannot fail. A share that finds no room first lets the pool grow (if it has
+//! a backend and room under its ceiling); if it still finds none, it waits on the pool
+//! itself, woken by the unmap or free that makes room (no polling), for at most
+//! [`FullPolicy`]'s bound, then panics with the pool's figures. Any other mapping error (a
+//! buffer over [`max_mapping_size`](swiotlb::ElasticPool::max_mapping_size), say) panics at
+//! once: waiting cannot help. `dma_alloc` does not wait: it reports failure, and the driver
+//! returns `Error::DmaError`. [`map_sg`] never waits or panics: it returns the error.
+//!
+//! # When a driver is dropped
+//!
+//! virtio-drivers 0.13's console, net and input drivers never unshare the receive buffers
+//! they have posted when they are dropped, so those stay mapped. A binding registered with
+//! [`HalOptions::track_shares`] records what it shared ([`PoolSlot::outstanding`]), and
+//! [`PoolSlot::reclaim`] (or [`PoolBinding::reclaim`]) takes those back, freeing the slots
+//! without copying anything into the driver's buffers (which are gone). It is `unsafe`: the caller vouches that no
+//! driver of the binding is left to unshare them and that the device was reset (dropping a
+//! virtio-drivers driver unsets its queues).
 //!
 //! # Features
 //!
 //! | feature      | default | adds                                                       |
 //! |--------------|---------|------------------------------------------------------------|
-//! | `std`        | yes     | the default [`FullPolicy`] sleeps between retries instead of spinning |
-//! | `counters`   | no      | [`PoolSlot::counters`]: shares, waits, bytes copied each way |
+//! | `std`        | yes     | a waiting share parks its thread (woken by the unmap) instead of spinning |
+//! | `counters`   | no      | [`PoolSlot::counters`]: shares, waits, bytes copied each way, reclaims |
 //! | `test-utils` | no      | `testing`: a transport whose device is a rust-vmm model that can only reach the pool |
 //!
 //! Without `std` the crate needs only `core` and `alloc`.
@@ -119,12 +140,14 @@ mod sg;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
-pub use binding::{BindError, HalOptions, PoolBinding, PoolSlot};
+pub use binding::{BindError, HalOptions, PoolBinding, PoolSlot, Reclaimed};
 pub use counters::HalCounters;
 pub use hal::{direction, SwiotlbHal};
 pub use mmio::MmioWindow;
 pub use policy::FullPolicy;
-pub use sg::{map_sg, Completion, MappedSg, Segment, SgBuf, SgError, DESC_F_NEXT, DESC_F_WRITE};
+pub use sg::{
+    map_sg, Completion, MappedSg, Segment, SgBuf, SgError, SgPool, DESC_F_NEXT, DESC_F_WRITE,
+};
 
 /// The `virtio-drivers` crate this one implements [`Hal`](virtio_drivers::Hal) for.
 pub use virtio_drivers;

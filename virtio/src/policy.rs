@@ -1,20 +1,23 @@
 //! What `Hal::share` does when the pool is full: it cannot return an error.
 
 use core::time::Duration;
+use swiotlb::Wakeup;
 
-/// What a share does when the pool has no room: wait for other threads to free some, with
-/// exponential backoff, for at most [`max_wait`](Self::max_wait), then panic with the pool's
-/// figures.
+/// What a share does when the pool has no room and cannot grow: wait until an unmap or a
+/// free (on another thread, or an interrupt handler) makes some, for at most
+/// [`max_wait`](Self::max_wait) in all, then panic with the pool's figures.
 ///
-/// The bound is the sum of the pauses asked of [`pause`](Self::pause), so real time is
-/// bounded as well as `pause` keeps time: with `std` the default sleeps; without it the
-/// default spins (uncalibrated, about 10 ns a `spin_loop` hint), and a platform with a timer
-/// should give its own.
+/// The wait is the pool's own ([`ElasticPool::map_wait_with`](swiotlb::ElasticPool::map_wait_with)):
+/// the share registers with the pool and is woken by the release that makes room (or by
+/// growth), with no polling. Between wake-ups it is in [`park`](Self::park): with `std`
+/// the thread parks (woken at once by the release); without, it spins on the wake-up
+/// (uncalibrated, about 10 ns a `spin_loop` hint), and a platform with a timer or a
+/// wait-for-interrupt instruction should give its own.
 ///
 /// Waiting helps only when another thread (another CPU's driver, an interrupt handler
 /// completing requests) will unshare something meanwhile. A driver alone on a full pool
 /// cannot free anything while it waits, and will panic after `max_wait`; size the pool for
-/// the requests a device can have in flight (see the README's sizing notes).
+/// the requests a device can have in flight, or give it a backend to grow from.
 ///
 /// `virtio-drivers` shares a request's buffers one at a time, so two threads that each hold
 /// part of a request while waiting for room for the rest can both wait out `max_wait`
@@ -29,78 +32,57 @@ use core::time::Duration;
 /// use swiotlb_virtio::FullPolicy;
 /// // Give up at once: for single-threaded firmware, where no one else can free room.
 /// let strict = FullPolicy::PANIC;
-/// // Up to 2 s, pausing 50 us at first and at most 5 ms at a time.
-/// let patient = FullPolicy::wait(Duration::from_secs(2))
-///     .pauses(Duration::from_micros(50), Duration::from_millis(5));
+/// // Up to 2 s.
+/// let patient = FullPolicy::wait(Duration::from_secs(2));
 /// assert_eq!(patient.max_wait, Duration::from_secs(2));
 /// # let _ = strict;
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct FullPolicy {
-    /// Most total pause before giving up (`Duration::ZERO`: panic on the first failure).
+    /// Most total wait before giving up (`Duration::ZERO`: panic on the first failure).
     pub max_wait: Duration,
-    /// The first pause; each later one doubles, up to `max_pause`.
-    pub first_pause: Duration,
-    /// The longest single pause.
-    pub max_pause: Duration,
-    /// Waits (at least) the given time.
-    pub pause: fn(Duration),
+    /// Waits until the [`Wakeup`] is woken, or for at most the given time, and returns how
+    /// long it waited (an estimate is fine: it is what the bound counts).
+    pub park: fn(&Wakeup, Duration) -> Duration,
 }
 
 impl FullPolicy {
-    /// Wait up to one second, pausing 10 us at first and at most 1 ms at a time.
+    /// Wait up to one second.
     pub const DEFAULT: Self = Self::wait(Duration::from_secs(1));
 
     /// Panic on the first failure, without waiting.
     pub const PANIC: Self = Self::wait(Duration::ZERO);
 
-    /// Wait up to `max_wait`, pausing 10 us at first and at most 1 ms at a time, with the
-    /// default pause (sleep with `std`, spin without).
+    /// Wait up to `max_wait` with the default [`park`](Self::park) (the thread parks with
+    /// `std`, spins without).
     pub const fn wait(max_wait: Duration) -> Self {
         Self {
             max_wait,
-            first_pause: Duration::from_micros(10),
-            max_pause: Duration::from_millis(1),
-            pause: default_pause,
+            park: default_park,
         }
     }
 
-    /// Sets the first and the longest pause.
-    pub const fn pauses(mut self, first: Duration, max: Duration) -> Self {
-        self.first_pause = first;
-        self.max_pause = max;
+    /// Sets the function that waits between tries.
+    pub const fn park_with(mut self, park: fn(&Wakeup, Duration) -> Duration) -> Self {
+        self.park = park;
         self
     }
 
-    /// Sets the function that waits.
-    pub const fn pause_with(mut self, pause: fn(Duration)) -> Self {
-        self.pause = pause;
-        self
-    }
-
-    /// Runs `attempt` until it succeeds, pausing between tries under this policy. Returns
-    /// the value and whether it had to wait, or the last failure and the total pause once
-    /// the bound is spent.
-    pub(crate) fn retry<T, E>(
-        &self,
-        mut attempt: impl FnMut() -> Result<T, E>,
-    ) -> Result<(T, bool), (E, Duration)> {
-        let mut waited = Duration::ZERO;
-        let mut pause = self.first_pause.max(Duration::from_nanos(1));
-        let max_pause = self.max_pause.max(Duration::from_nanos(1));
-        loop {
-            let failure = match attempt() {
-                Ok(value) => return Ok((value, !waited.is_zero())),
-                Err(e) => e,
-            };
-            let left = self.max_wait.saturating_sub(waited);
+    /// The wait function a waiting map calls: parks until woken or the bound is spent,
+    /// adding up the time in `waited`; `false` (give up) once it is.
+    pub(crate) fn waiter<'a>(
+        &'a self,
+        waited: &'a mut Duration,
+    ) -> impl FnMut(&Wakeup) -> bool + 'a {
+        move |wakeup| {
+            let left = self.max_wait.saturating_sub(*waited);
             if left.is_zero() {
-                return Err((failure, waited));
+                return false;
             }
-            let this = pause.min(left).min(max_pause);
-            (self.pause)(this);
-            waited += this;
-            pause = pause.saturating_mul(2);
+            // At least a nanosecond a round, so that a park that returns at once (a wake-up
+            // that came early) still spends the bound.
+            *waited += (self.park)(wakeup, left).max(Duration::from_nanos(1));
+            true
         }
     }
 }
@@ -111,17 +93,31 @@ impl Default for FullPolicy {
     }
 }
 
+/// Parks the thread until woken (the waking release unparks it) or `most` has passed.
 #[cfg(feature = "std")]
-fn default_pause(d: Duration) {
-    std::thread::sleep(d);
+fn default_park(wakeup: &Wakeup, most: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    while !wakeup.is_woken() {
+        let spent = start.elapsed();
+        if spent >= most {
+            break;
+        }
+        std::thread::park_timeout(most - spent);
+    }
+    start.elapsed()
 }
 
+/// Spins until woken or about `most` has passed (uncalibrated: about 10 ns a hint).
 #[cfg(not(feature = "std"))]
-fn default_pause(d: Duration) {
-    // Uncalibrated: about 10 ns a hint on current cores.
-    for _ in 0..d.as_nanos().div_ceil(10).min(u32::MAX as u128) {
+fn default_park(wakeup: &Wakeup, most: Duration) -> Duration {
+    let rounds = most.as_nanos().div_ceil(10).min(u64::MAX as u128) as u64;
+    for spun in 0..rounds {
+        if wakeup.is_woken() {
+            return Duration::from_nanos(spun.saturating_mul(10));
+        }
         core::hint::spin_loop();
     }
+    most
 }
 
 #[cfg(test)]
@@ -129,54 +125,69 @@ mod tests {
     use super::*;
     use core::cell::Cell;
 
-    fn no_pause(_: Duration) {}
+    std::thread_local!(static PARKS: Cell<u32> = const { Cell::new(0) });
+
+    /// Parks for 20 us of pretend time, woken or not.
+    fn twenty(_: &Wakeup, most: Duration) -> Duration {
+        PARKS.with(|p| p.set(p.get() + 1));
+        most.min(Duration::from_micros(20))
+    }
 
     #[test]
-    fn gives_up_after_the_bound_with_doubling_pauses() {
-        std::thread_local!(static PAUSES: Cell<u32> = const { Cell::new(0) });
-        fn count(_: Duration) {
-            PAUSES.with(|p| p.set(p.get() + 1));
+    fn gives_up_once_the_bound_is_spent() {
+        let policy = FullPolicy::wait(Duration::from_micros(70)).park_with(twenty);
+        let mut waited = Duration::ZERO;
+        let wakeup = swiotlb_wakeup();
+        let mut wait = policy.waiter(&mut waited);
+        // 20 + 20 + 20 + 10 = 70: four parks, then give up.
+        let rounds = core::iter::from_fn(|| wait(&wakeup).then_some(())).count();
+        drop(wait);
+        assert_eq!(rounds, 4);
+        assert_eq!(PARKS.with(Cell::get), 4);
+        assert_eq!(waited, Duration::from_micros(70));
+    }
+
+    #[test]
+    fn panic_policy_never_parks() {
+        let policy = FullPolicy::PANIC.park_with(twenty);
+        let mut waited = Duration::ZERO;
+        assert!(!policy.waiter(&mut waited)(&swiotlb_wakeup()));
+        assert_eq!(PARKS.with(Cell::get), 0);
+    }
+
+    /// A `Wakeup` as a waiting map hands it out (its only constructor is the pool's).
+    fn swiotlb_wakeup() -> Wakeup {
+        use core::ptr::NonNull;
+        use swiotlb::{Attrs, Config, Constraints, Direction, ElasticPool, Pool};
+        let pool = ElasticPool::fixed(Pool::allocate(4096, Config::new()).unwrap());
+        let mut hog = [0u8; 4096];
+        let mut buf = [0u8; 1];
+        // SAFETY: both buffers outlive their mappings (unmapped below).
+        let dma = unsafe {
+            pool.try_map(
+                NonNull::from(&mut hog[..]),
+                Direction::ToDevice,
+                &Constraints::NONE,
+            )
         }
-        let policy = FullPolicy::wait(Duration::from_micros(70))
-            .pauses(Duration::from_micros(10), Duration::from_micros(20))
-            .pause_with(count);
-        let mut tries = 0;
-        // 10 + 20 + 20 + 20 = 70: four pauses between five tries, then give up.
-        let r = policy.retry(|| -> Result<(), u32> {
-            tries += 1;
-            Err(tries)
-        });
-        assert_eq!(r, Err((5, Duration::from_micros(70))));
-        assert_eq!(PAUSES.with(Cell::get), 4);
-    }
-
-    #[test]
-    fn panic_policy_tries_once() {
-        let mut tries = 0;
-        let r = FullPolicy::PANIC
-            .pause_with(no_pause)
-            .retry(|| -> Result<(), ()> {
-                tries += 1;
-                Err(())
-            });
-        assert_eq!(r, Err(((), Duration::ZERO)));
-        assert_eq!(tries, 1);
-    }
-
-    #[test]
-    fn success_after_waiting_is_reported() {
-        let mut tries = 0;
-        let r = FullPolicy::wait(Duration::from_secs(1))
-            .pause_with(no_pause)
-            .retry(|| {
-                tries += 1;
-                if tries == 3 {
-                    Ok(7)
-                } else {
-                    Err(())
-                }
-            });
-        assert_eq!(r, Ok((7, true)));
-        assert_eq!(FullPolicy::PANIC.retry(|| Ok::<_, ()>(1)), Ok((1, false)));
+        .unwrap();
+        let mut out = None;
+        // SAFETY: as above; the map never succeeds (the wait gives up at once).
+        let r = unsafe {
+            pool.map_wait_with(
+                NonNull::from(&mut buf[..]),
+                Direction::ToDevice,
+                &Constraints::NONE,
+                Attrs::NONE,
+                |w| {
+                    out = Some(w.clone());
+                    false
+                },
+            )
+        };
+        assert!(r.is_err());
+        // SAFETY: the live mapping of `hog`.
+        unsafe { pool.unmap(dma, 4096, Direction::ToDevice, Attrs::NONE) }.unwrap();
+        out.expect("the map waited")
     }
 }

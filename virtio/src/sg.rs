@@ -5,7 +5,9 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use swiotlb::{Attrs, Constraints, Direction, DmaAddr, LookupError, MapError, Pool};
+use swiotlb::{
+    Attrs, Constraints, Direction, DmaAddr, ElasticPool, LookupError, MapError, Pool, RawMutex,
+};
 
 /// Split-ring descriptor flag: the chain continues at `next`.
 pub const DESC_F_NEXT: u16 = 1;
@@ -132,6 +134,107 @@ pub struct Completion {
     pub clamped: bool,
 }
 
+/// The pool calls [`map_sg`] needs: implemented by [`Pool`] and [`ElasticPool`] (whose
+/// methods of the same names it forwards to, with their contracts).
+pub trait SgPool: sealed::Sealed {
+    /// [`Pool::map_attrs`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::map_attrs`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Pool::map_attrs`].
+    unsafe fn sg_map(
+        &self,
+        buf: NonNull<[u8]>,
+        dir: Direction,
+        constraints: &Constraints,
+        attrs: Attrs,
+    ) -> Result<DmaAddr, MapError>;
+
+    /// [`Pool::sync_for_cpu`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::sync_for_cpu`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Pool::sync_for_cpu`].
+    unsafe fn sg_sync_for_cpu(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        dir: Direction,
+    ) -> Result<(), LookupError>;
+
+    /// [`Pool::unmap`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::unmap`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Pool::unmap`].
+    unsafe fn sg_unmap(
+        &self,
+        dma: DmaAddr,
+        len: usize,
+        dir: Direction,
+        attrs: Attrs,
+    ) -> Result<(), LookupError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<R: swiotlb::RawMutex> Sealed for swiotlb::Pool<R> {}
+    impl<R: swiotlb::RawMutex> Sealed for swiotlb::ElasticPool<R> {}
+}
+
+macro_rules! sg_pool {
+    ($pool:ident, $map:ident) => {
+        impl<R: RawMutex> SgPool for $pool<R> {
+            unsafe fn sg_map(
+                &self,
+                buf: NonNull<[u8]>,
+                dir: Direction,
+                constraints: &Constraints,
+                attrs: Attrs,
+            ) -> Result<DmaAddr, MapError> {
+                // SAFETY: the caller's promise, passed on.
+                unsafe { self.$map(buf, dir, constraints, attrs) }
+            }
+
+            unsafe fn sg_sync_for_cpu(
+                &self,
+                dma: DmaAddr,
+                len: usize,
+                dir: Direction,
+            ) -> Result<(), LookupError> {
+                // SAFETY: the caller's promise, passed on.
+                unsafe { self.sync_for_cpu(dma, len, dir) }
+            }
+
+            unsafe fn sg_unmap(
+                &self,
+                dma: DmaAddr,
+                len: usize,
+                dir: Direction,
+                attrs: Attrs,
+            ) -> Result<(), LookupError> {
+                // SAFETY: the caller's promise, passed on.
+                unsafe { self.unmap(dma, len, dir, attrs) }
+            }
+        }
+    };
+}
+
+sg_pool!(Pool, map_attrs);
+sg_pool!(ElasticPool, try_map_attrs);
+
 /// A mapped scatter-gather list. It borrows its buffers until [`unmap`](Self::unmap) gives
 /// them back.
 ///
@@ -139,8 +242,8 @@ pub struct Completion {
 /// they are never freed behind its back) and leaves the buffers as they were.
 #[must_use = "a mapped list holds pool slots until it is unmapped"]
 #[derive(Debug)]
-pub struct MappedSg<'p, 'a> {
-    pool: &'p Pool,
+pub struct MappedSg<'p, 'a, P: SgPool + ?Sized = Pool> {
+    pool: &'p P,
     segments: Vec<Segment>,
     /// The indirect table's device address and bytes (kept alive while mapped).
     indirect: Option<(DmaAddr, Box<[u8]>)>,
@@ -191,11 +294,11 @@ pub struct MappedSg<'p, 'a> {
 /// assert_eq!(pool.stats().used_slots, 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn map_sg<'p, 'a>(
-    pool: &'p Pool,
+pub fn map_sg<'p, 'a, P: SgPool + ?Sized>(
+    pool: &'p P,
     list: impl IntoIterator<Item = SgBuf<'a>>,
     constraints: &Constraints,
-) -> Result<MappedSg<'p, 'a>, SgError> {
+) -> Result<MappedSg<'p, 'a, P>, SgError> {
     let mut mapped = MappedSg {
         pool,
         segments: Vec::new(),
@@ -214,9 +317,8 @@ pub fn map_sg<'p, 'a>(
                 // SAFETY: the buffer is borrowed for 'a, which the returned `MappedSg`
                 // carries, so it stays valid and, for `In` / `Both`, unaliased until `unmap`
                 // consumes the list; `Out` buffers are mapped `ToDevice` and only ever read.
-                let mapped = unsafe {
-                    pool.map_attrs(buf.as_ptr(), direction, constraints, Attrs::ZERO_FILL)
-                };
+                let mapped =
+                    unsafe { pool.sg_map(buf.as_ptr(), direction, constraints, Attrs::ZERO_FILL) };
                 mapped.map(|dma| Segment {
                     dma,
                     len: len32,
@@ -241,7 +343,7 @@ pub fn map_sg<'p, 'a>(
     Ok(mapped)
 }
 
-impl MappedSg<'_, '_> {
+impl<P: SgPool + ?Sized> MappedSg<'_, '_, P> {
     /// The mapped buffers, in the order given.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
@@ -314,8 +416,12 @@ impl MappedSg<'_, '_> {
         // it is mapped `ToDevice`, so the pool only reads it, and only during this call (we
         // never sync it), and moving `self` does not move the block.
         let dma = unsafe {
-            self.pool
-                .map(NonNull::from(&mut *table), Direction::ToDevice, constraints)
+            self.pool.sg_map(
+                NonNull::from(&mut *table),
+                Direction::ToDevice,
+                constraints,
+                Attrs::NONE,
+            )
         }?;
         self.indirect = Some((dma, table));
         Ok((dma, len32))
@@ -343,7 +449,10 @@ impl MappedSg<'_, '_> {
                 left -= n;
                 // SAFETY: the mapping is ours and live; its original is borrowed mutably for
                 // 'a (an `In` or `Both` buffer), which `self` still holds.
-                match unsafe { self.pool.sync_for_cpu(seg.dma, n as usize, seg.direction) } {
+                match unsafe {
+                    self.pool
+                        .sg_sync_for_cpu(seg.dma, n as usize, seg.direction)
+                } {
                     Ok(()) => copied_back += n as usize,
                     Err(e) => {
                         first_error.get_or_insert(e);
@@ -352,7 +461,7 @@ impl MappedSg<'_, '_> {
             }
             // SAFETY: as above; the copy back, if any, was made by the sync.
             let r = unsafe {
-                self.pool.unmap(
+                self.pool.sg_unmap(
                     seg.dma,
                     seg.len as usize,
                     seg.direction,
@@ -367,7 +476,7 @@ impl MappedSg<'_, '_> {
             // SAFETY: our own `ToDevice` mapping of `table`, still alive here.
             let r = unsafe {
                 self.pool
-                    .unmap(dma, table.len(), Direction::ToDevice, Attrs::NONE)
+                    .sg_unmap(dma, table.len(), Direction::ToDevice, Attrs::NONE)
             };
             if let Err(e) = r {
                 first_error.get_or_insert(e);
@@ -388,7 +497,7 @@ impl MappedSg<'_, '_> {
         for seg in self.segments.drain(..) {
             // SAFETY: our own live mapping, never handed to a device; nothing is copied.
             let r = unsafe {
-                self.pool.unmap(
+                self.pool.sg_unmap(
                     seg.dma,
                     seg.len as usize,
                     seg.direction,

@@ -6,7 +6,7 @@ mod common;
 use common::{assert_idle, pattern, region, DMA_BASE};
 use core::ptr::NonNull;
 use std::alloc::{alloc_zeroed, Layout};
-use swiotlb::{Config, Constraints, Pool};
+use swiotlb::{Config, Constraints, ElasticPool, Pool};
 use swiotlb_virtio::testing::{BlockDevice, DmaRegion, TransportBuilder};
 use swiotlb_virtio::{
     bind_pool, BindError, HalOptions, MmioWindow, PoolBinding, PoolSlot, SwiotlbHal,
@@ -15,7 +15,7 @@ use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::{BufferDirection, Error, Hal};
 
 /// A leaked pool over fresh page-aligned memory, CPU address offset by `cpu_skew`.
-fn raw_pool(dma_base: u64, cpu_skew: usize) -> &'static Pool {
+fn raw_pool(dma_base: u64, cpu_skew: usize) -> &'static ElasticPool {
     let layout = Layout::from_size_align(64 << 10, 4096).unwrap();
     // SAFETY: non-zero size.
     let mem = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
@@ -30,7 +30,7 @@ fn raw_pool(dma_base: u64, cpu_skew: usize) -> &'static Pool {
         )
     }
     .unwrap();
-    Box::leak(Box::new(pool))
+    Box::leak(Box::new(ElasticPool::fixed(pool)))
 }
 
 /// Leaked, zeroed, page-aligned memory standing in for a device's MMIO: valid for volatile
@@ -64,7 +64,7 @@ fn leak(windows: Vec<MmioWindow>) -> &'static [MmioWindow] {
 
 /// Registers `pool` with `windows` in a fresh slot, expecting refusal; checks that the slot
 /// stays empty and still takes a good registration, and returns the error.
-fn refused(pool: &'static Pool, windows: Vec<MmioWindow>) -> BindError {
+fn refused(pool: &'static ElasticPool, windows: Vec<MmioWindow>) -> BindError {
     let slot: &'static PoolSlot = Box::leak(Box::new(PoolSlot::new()));
     let err = slot
         .register(pool, HalOptions::new().mmio_windows(leak(windows)))
@@ -412,9 +412,11 @@ fn a_bar_outside_every_window_panics_with_its_figures() {
 #[test]
 fn a_bar_pointing_at_the_pool_is_refused_not_identity_mapped() {
     bind_pool!(P);
-    let pool: &'static Pool = Box::leak(Box::new(Pool::allocate(64 << 10, Config::new()).unwrap()));
+    let pool: &'static ElasticPool = Box::leak(Box::new(ElasticPool::fixed(
+        Pool::allocate(64 << 10, Config::new()).unwrap(),
+    )));
     P::register(pool, HalOptions::new()).unwrap();
-    let paddr = pool.dma_range().start;
+    let paddr = pool.sub_pools()[0].dma_range.start;
     assert_eq!(
         pool.translate(paddr, 1).unwrap().as_ptr().addr() as u64,
         paddr

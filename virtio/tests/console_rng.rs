@@ -61,6 +61,80 @@ fn console_dropped_with_a_receive_posted_keeps_its_buffer_mapped() {
     );
 }
 
+/// The same console dropped with its receive buffer posted: the binding knows the share is
+/// outstanding, `reclaim` takes it back without copying into the driver's freed buffer,
+/// and a console created again on the same binding works and ends with the pool idle. A
+/// stale unshare of the reclaimed address is refused before it touches the pool.
+#[test]
+fn a_dropped_console_s_receive_buffer_is_reclaimed_and_the_device_recreated() {
+    bind_pool!(P);
+    let region = region(256 << 10);
+    P::register(region.pool(), HalOptions::new().track_shares(true)).unwrap();
+    let (transport, device) = TransportBuilder::new(ConsoleDevice::new(80, 25), region).build();
+    let console = VirtIOConsole::<SwiotlbHal<P>, _>::new(transport).unwrap();
+    assert_eq!(P::slot().outstanding(), Some(1));
+    drop(console);
+    // Dropping the driver unset its queues: the device no longer uses the buffer.
+    assert_eq!(region.pool().stats().used_slots, 2);
+    // SAFETY: the only driver of this binding is dropped (it will not unshare), and its
+    // queues are unset.
+    let reclaimed = unsafe { P::reclaim() };
+    assert_eq!(
+        reclaimed,
+        Some(swiotlb_virtio::Reclaimed {
+            shares: 1,
+            bytes: 4096,
+            missing: 0
+        })
+    );
+    assert_eq!(P::slot().outstanding(), Some(0));
+    assert_idle(region.pool());
+    let c = P::counters();
+    assert_eq!((c.reclaimed, c.bytes_reclaimed), (1, 4096));
+    assert_eq!(c.shares - c.unshares, c.reclaimed);
+
+    // A driver that still unshared the reclaimed buffer would be refused, the pool untouched.
+    drop(device);
+    let mut buf = [0u8; 4096];
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: a broken contract on purpose: the binding refuses before any pool access.
+        unsafe {
+            <SwiotlbHal<P> as virtio_drivers::Hal>::unshare(
+                region.pool().sub_pools()[0].dma_range.start,
+                core::ptr::NonNull::from(&mut buf[..]),
+                virtio_drivers::BufferDirection::DeviceToDriver,
+            )
+        }
+    }));
+    let message = outcome.expect_err("refused").downcast::<String>().unwrap();
+    assert!(
+        message.contains("not a live share of this binding"),
+        "{message}"
+    );
+    assert_idle(region.pool());
+
+    // The device again, on the same binding and pool.
+    let (transport, device) = TransportBuilder::new(ConsoleDevice::new(80, 25), region).build();
+    let mut console = VirtIOConsole::<SwiotlbHal<P>, _>::new(transport).unwrap();
+    console.send_bytes(b"again").unwrap();
+    let out = device
+        .with_model(|c: &mut ConsoleDevice| c.output().to_vec())
+        .unwrap();
+    assert_eq!(out, b"again");
+    drop(console);
+    // SAFETY: as above.
+    assert_eq!(unsafe { P::reclaim() }.map(|r| r.shares), Some(1));
+    assert_idle(region.pool());
+
+    // A binding that does not record its shares has nothing to take back, and says so.
+    bind_pool!(Q);
+    let other = common::region(256 << 10);
+    Q::register(other.pool(), HalOptions::new()).unwrap();
+    assert_eq!(Q::slot().outstanding(), None);
+    // SAFETY: nothing of Q's is shared.
+    assert_eq!(unsafe { Q::reclaim() }, None);
+}
+
 /// The device writes 16 bytes of a 256-byte buffer; the Hal copies the whole buffer back
 /// (it is not told the used length). What lies past the 16 bytes depends on the fill rule,
 /// and is never a stale pool byte.

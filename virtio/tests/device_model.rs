@@ -23,7 +23,7 @@ fn rig() -> (&'static DmaRegion, PoolTransport, DeviceHandle, MiniQueue) {
 
 /// A coherent scratch buffer inside the pool, for hand-made requests.
 fn scratch(region: &DmaRegion, bytes: usize) -> Coherent {
-    region.pool().alloc(bytes, &Constraints::NONE).unwrap()
+    region.pool().try_alloc(bytes, &Constraints::NONE).unwrap()
 }
 
 /// Frees the queue and the scratch buffers, and checks the pool is idle.
@@ -58,7 +58,7 @@ fn an_indirect_table_outside_the_pool_fails_the_device() {
 #[test]
 fn a_descriptor_past_the_end_of_the_pool_fails_the_device() {
     let (region, transport, device, mut queue) = rig();
-    let end = region.pool().dma_range().end;
+    let end = region.pool().sub_pools()[0].dma_range.end;
     let inside_alloc = scratch(region, 16);
     let inside = inside_alloc.dma();
     // Starts inside the pool, runs 1 byte past its end.

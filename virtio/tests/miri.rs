@@ -4,19 +4,21 @@
 
 use core::ptr::NonNull;
 use swiotlb::shared::{copy_from_shared, copy_to_shared};
-use swiotlb::{Config, Constraints, Pool};
+use swiotlb::{Config, Constraints, ElasticPool, Pool};
 use swiotlb_virtio::virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
 use swiotlb_virtio::{bind_pool, map_sg, HalOptions, PoolBinding, SgBuf, SwiotlbHal};
 
-fn pool() -> Pool {
-    Pool::allocate(64 * 1024, Config::new().with_slot_size(512).with_areas(1)).expect("pool")
+fn pool() -> ElasticPool {
+    ElasticPool::fixed(
+        Pool::allocate(64 * 1024, Config::new().with_slot_size(512).with_areas(1)).expect("pool"),
+    )
 }
 
-/// The pool of the `Hal` test: a binding needs a `&'static Pool`, and one held by a static
-/// (rather than leaked) is one Miri does not report as a leak.
-static HAL_POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+/// The pool of the `Hal` test: a binding needs a `&'static ElasticPool`, and one held by a
+/// static (rather than leaked) is one Miri does not report as a leak.
+static HAL_POOL: std::sync::OnceLock<ElasticPool> = std::sync::OnceLock::new();
 
-fn device_read(pool: &Pool, dma: u64, len: usize) -> Vec<u8> {
+fn device_read(pool: &ElasticPool, dma: u64, len: usize) -> Vec<u8> {
     let at = pool.translate(dma, len).expect("in the pool");
     let mut out = vec![0; len];
     // SAFETY: `translate` checked the range; read as the device would.
@@ -24,7 +26,7 @@ fn device_read(pool: &Pool, dma: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn device_write(pool: &Pool, dma: u64, bytes: &[u8]) {
+fn device_write(pool: &ElasticPool, dma: u64, bytes: &[u8]) {
     let at = pool.translate(dma, bytes.len()).expect("in the pool");
     // SAFETY: as in `device_read`, written as the device would.
     unsafe { copy_to_shared(at.as_ptr(), bytes.as_ptr(), bytes.len()) };

@@ -9,7 +9,7 @@ use core::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
-use swiotlb::Constraints;
+use swiotlb::{Constraints, Wakeup};
 use swiotlb_virtio::testing::{BlockDevice, Mode, RngDevice, TransportBuilder, SECTOR_SIZE};
 use swiotlb_virtio::{bind_pool, map_sg, FullPolicy, HalOptions, PoolBinding, SgBuf, SwiotlbHal};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, VirtIOBlk};
@@ -17,10 +17,7 @@ use virtio_drivers::device::rng::VirtIORng;
 use virtio_drivers::{BufferDirection, Hal};
 
 fn patient() -> HalOptions {
-    HalOptions::new().when_full(
-        FullPolicy::wait(Duration::from_secs(10))
-            .pauses(Duration::from_micros(50), Duration::from_millis(2)),
-    )
+    HalOptions::new().when_full(FullPolicy::wait(Duration::from_secs(10)))
 }
 
 /// Device A holds a 64 KiB write in flight; device B's write cannot fit beside it, waits,
@@ -138,14 +135,15 @@ static PAUSES: AtomicU32 = AtomicU32::new(0);
 #[test]
 fn panic_policy_gives_up_without_waiting() {
     bind_pool!(P);
-    fn counting_pause(_: Duration) {
+    fn counting_park(_: &Wakeup, _: Duration) -> Duration {
         PAUSES.fetch_add(1, Ordering::Relaxed);
+        Duration::ZERO
     }
     let region = region(8 << 10);
     let pool = region.pool();
     P::register(
         pool,
-        HalOptions::new().when_full(FullPolicy::PANIC.pause_with(counting_pause)),
+        HalOptions::new().when_full(FullPolicy::PANIC.park_with(counting_park)),
     )
     .unwrap();
     let mut hog = vec![0u8; 8 << 10];

@@ -386,7 +386,7 @@ fn sg_indirect_table_refuses_indices_past_16_bits() {
     assert_eq!(desc(65_534), (swiotlb_virtio::DESC_F_NEXT, 65_535));
     assert_eq!(desc(65_535), (0, 0));
     assert_eq!(sg.unmap(0).unwrap().copied_back, 0);
-    assert_idle(&pool);
+    assert_eq!(pool.stats().used_slots, 0);
 
     let mut sg = map_sg(&pool, bytes.chunks(1).map(SgBuf::Out), &Constraints::NONE).unwrap();
     let before = pool.stats();
@@ -402,5 +402,5 @@ fn sg_indirect_table_refuses_indices_past_16_bits() {
     assert_eq!(pool.stats(), before, "nothing mapped, nothing counted");
     assert_eq!(sg.segments().len(), 65_537);
     assert_eq!(sg.unmap(0).unwrap().copied_back, 0);
-    assert_idle(&pool);
+    assert_eq!(pool.stats().used_slots, 0);
 }

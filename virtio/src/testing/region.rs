@@ -1,11 +1,13 @@
 //! A pool at a chosen device address, and the device's view of it: guest memory that holds
-//! the pool and nothing else.
+//! the pool's regions and nothing else, following the regions as the pool grows and
+//! shrinks.
 
-use core::ptr::NonNull;
-use std::alloc::{self, Layout};
 use std::boxed::Box;
 use std::string::{String, ToString};
-use swiotlb::{Config, ConfigError, Pool};
+use std::sync::{Mutex, PoisonError};
+use std::vec::Vec;
+use swiotlb::testing::TestBackend;
+use swiotlb::{Config, ElasticConfig, ElasticError, ElasticPool};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 /// Alignment of the memory behind a [`DmaRegion`]: a page, which vm-memory needs for a raw
@@ -23,8 +25,8 @@ pub enum RegionError {
         /// Device address asked for.
         dma_base: u64,
     },
-    /// The pool refused the region.
-    Pool(ConfigError),
+    /// The pool refused the configuration or its first region.
+    Pool(ElasticError),
     /// vm-memory refused the region.
     Memory(String),
 }
@@ -44,91 +46,59 @@ impl core::fmt::Display for RegionError {
 
 impl std::error::Error for RegionError {}
 
-/// Memory the "host" may see: a [`Pool`] over `size` bytes of page-aligned heap memory at
-/// device address `dma_base` (deliberately not the CPU address, so a driver that leaks a CPU
-/// address to the device is caught), and a vm-memory [`GuestMemoryMmap`] with one region:
-/// the pool's slots at their device addresses. A device model given [`memory`](Self::memory)
-/// can reach the pool and nothing else.
+/// Memory the "host" may see: an [`ElasticPool`] whose regions come from a
+/// [`TestBackend`] at device addresses from `dma_base` up (deliberately not the CPU
+/// addresses, so a driver that leaks a CPU address to the device is caught), and a
+/// vm-memory [`GuestMemoryMmap`] with the pool's regions at their device addresses. A
+/// device model given [`memory`](Self::memory) can reach the regions shared now and
+/// nothing else: a region given back by a shrink disappears from the view (its memory is
+/// kept, unused, until the region is dropped, so a stale view cannot touch freed memory).
 #[derive(Debug)]
 pub struct DmaRegion {
-    pool: Pool,
-    memory: GuestMemoryMmap,
-    mem: NonNull<u8>,
-    layout: Layout,
+    pool: ElasticPool,
+    backend: TestBackend,
+    /// The last view built, and the backend generation it was built at.
+    view: Mutex<(usize, GuestMemoryMmap)>,
 }
 
-// SAFETY: the heap block is reached only through the pool (which is Send + Sync) and the
-// guest memory view (raw, volatile accesses); `mem` itself is only used to free the block.
-unsafe impl Send for DmaRegion {}
-// SAFETY: as for `Send`: `&DmaRegion` gives no unsynchronised access to anything.
-unsafe impl Sync for DmaRegion {}
-
 impl DmaRegion {
-    /// Allocates `size` bytes and builds the pool and the guest memory over them.
+    /// A pool of one region of `size` bytes at device address `dma_base`, which never
+    /// grows (a share that finds it full waits for room, as a fixed pool's would).
     ///
     /// # Errors
     ///
     /// [`RegionError`]: `size` or `dma_base` not page-aligned, a configuration the pool
     /// refuses, or guest memory vm-memory refuses.
     pub fn new(size: usize, dma_base: u64, config: Config) -> Result<Self, RegionError> {
-        let unaligned = RegionError::Unaligned { size, dma_base };
         let mask = REGION_ALIGN - 1;
         if size == 0 || size & mask != 0 || dma_base & mask as u64 != 0 {
-            return Err(unaligned);
+            return Err(RegionError::Unaligned { size, dma_base });
         }
-        let layout = Layout::from_size_align(size, REGION_ALIGN).map_err(|_| unaligned)?;
-        // SAFETY: `layout` has a non-zero size (checked above).
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(mem) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout);
-        };
-        let free = |e| {
-            // SAFETY: allocated above with `layout`, and handed to nothing that outlives this.
-            unsafe { alloc::dealloc(mem.as_ptr(), layout) };
-            e
-        };
-        // SAFETY: `mem..mem + size` is a fresh allocation that only this region (the pool and
-        // the device's view of the pool) will touch, freed in `drop` after both are gone; the
-        // "device" sees it at `dma_base` because the guest memory built below says so.
-        let pool = unsafe { Pool::new(mem, dma_base, size, config) }
-            .map_err(|e| free(RegionError::Pool(e)))?;
-        let range = pool.dma_range();
-        let len = (range.end - range.start) as usize;
-        let Some(cpu) = pool.translate(range.start, len) else {
-            drop(pool);
-            return Err(free(RegionError::Memory(
-                "pool range does not translate".into(),
-            )));
-        };
-        // SAFETY: `cpu..cpu + len` is inside the allocation above, which stays alive as long
-        // as this region (and so as the mapping, which does not own or unmap it).
-        let mapping = unsafe {
-            MmapRegion::build_raw(
-                cpu.as_ptr(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
-            )
-        };
-        let memory = mapping
-            .map_err(|e| e.to_string())
-            .and_then(|m| {
-                GuestRegionMmap::new(m, GuestAddress(range.start))
-                    .ok_or_else(|| "region wraps the guest address space".to_string())
-            })
-            .and_then(|r| GuestMemoryMmap::from_regions(vec![r]).map_err(|e| e.to_string()));
-        match memory {
-            Ok(memory) => Ok(Self {
-                pool,
-                memory,
-                mem,
-                layout,
-            }),
-            Err(e) => {
-                drop(pool);
-                Err(free(RegionError::Memory(e)))
-            }
-        }
+        let elastic = ElasticConfig::new()
+            .with_pool(config)
+            .with_initial(size)
+            .with_grow(size, size)
+            .with_max_bytes(size)
+            .with_grow_on_map(false);
+        Self::elastic(dma_base, elastic)
+    }
+
+    /// An elastic pool with `config`, its first region at `dma_base` (rounded up to the
+    /// region's alignment) and the regions it adds above.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn elastic(dma_base: u64, config: ElasticConfig) -> Result<Self, RegionError> {
+        let backend = TestBackend::new(dma_base);
+        backend.quarantine(true);
+        let pool = ElasticPool::new(backend.clone(), config).map_err(RegionError::Pool)?;
+        let view = build_view(&backend)?;
+        Ok(Self {
+            pool,
+            view: Mutex::new((backend.generation(), view)),
+            backend,
+        })
     }
 
     /// [`new`](Self::new), leaked: a region for the rest of the program, as a pool bound to
@@ -141,22 +111,70 @@ impl DmaRegion {
         Self::new(size, dma_base, config).map(|r| &*Box::leak(Box::new(r)))
     }
 
+    /// [`elastic`](Self::elastic), leaked.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn leak_elastic(
+        dma_base: u64,
+        config: ElasticConfig,
+    ) -> Result<&'static Self, RegionError> {
+        Self::elastic(dma_base, config).map(|r| &*Box::leak(Box::new(r)))
+    }
+
     /// The pool.
-    pub fn pool(&self) -> &Pool {
+    pub fn pool(&self) -> &ElasticPool {
         &self.pool
     }
 
-    /// The device's view: guest memory holding the pool's slots and nothing else.
-    pub fn memory(&self) -> &GuestMemoryMmap {
-        &self.memory
+    /// The backend its regions come from (every share and unshare is recorded there).
+    pub fn backend(&self) -> &TestBackend {
+        &self.backend
+    }
+
+    /// The device's view now: guest memory holding the regions shared now and nothing else.
+    ///
+    /// # Panics
+    ///
+    /// If vm-memory refuses the regions (they are page-aligned and disjoint, so it does
+    /// not).
+    pub fn memory(&self) -> GuestMemoryMmap {
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.backend.generation();
+        if view.0 != generation {
+            *view = (
+                generation,
+                build_view(&self.backend).expect("guest memory over the pool's regions"),
+            );
+        }
+        view.1.clone()
     }
 }
 
-impl Drop for DmaRegion {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout. The pool and the guest memory view
-        // are dropped right after this without touching the memory (neither owns it), and
-        // nothing else can reach it.
-        unsafe { alloc::dealloc(self.mem.as_ptr(), self.layout) };
-    }
+/// Guest memory over the backend's live ranges.
+fn build_view(backend: &TestBackend) -> Result<GuestMemoryMmap, RegionError> {
+    let regions: Result<Vec<GuestRegionMmap>, String> = backend
+        .live_ranges()
+        .into_iter()
+        .map(|r| {
+            // SAFETY: `cpu..cpu + size` is a range the backend shared and keeps allocated
+            // until it is dropped (quarantine: unshared ranges are kept too), after every
+            // view of it, since the region (which owns the backend handle) outlives the
+            // transports built over it; the view never owns or unmaps it.
+            let mapping = unsafe {
+                MmapRegion::build_raw(
+                    r.cpu.as_ptr(),
+                    r.size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                )
+            }
+            .map_err(|e| e.to_string())?;
+            GuestRegionMmap::new(mapping, GuestAddress(r.dma))
+                .ok_or_else(|| "region wraps the guest address space".to_string())
+        })
+        .collect();
+    let regions = regions.map_err(RegionError::Memory)?;
+    GuestMemoryMmap::from_regions(regions).map_err(|e| RegionError::Memory(e.to_string()))
 }

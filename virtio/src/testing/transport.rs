@@ -297,7 +297,8 @@ fn serve(state: &mut State, q: u16) -> Result<usize, DeviceError> {
         inflate_used,
         ..
     } = state;
-    let mem = region.memory();
+    let memory = region.memory();
+    let mem = &memory;
     let qs = queues
         .get_mut(q as usize)
         .ok_or(DeviceError::QueueNotReady { queue: q })?;

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::ptr;
 use std::sync::atomic::{fence, Ordering};
-use swiotlb::{Coherent, Config, Constraints, Pool};
+use swiotlb::{Coherent, Config, Constraints, ElasticPool};
 use swiotlb_virtio::testing::{DmaRegion, PoolTransport, F_VERSION_1};
-use swiotlb_virtio::{MappedSg, DESC_F_NEXT};
+use swiotlb_virtio::{MappedSg, SgPool, DESC_F_NEXT};
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
 /// Device address of every test pool: far from any heap address, so a CPU address handed
@@ -21,7 +21,7 @@ pub fn region(size: usize) -> &'static DmaRegion {
 
 /// The check every test ends with: no slot of the pool is still in use.
 #[track_caller]
-pub fn assert_idle(pool: &Pool) {
+pub fn assert_idle(pool: &ElasticPool) {
     let stats = pool.stats();
     assert_eq!(stats.used_slots, 0, "pool not back to idle: {stats:?}");
 }
@@ -45,7 +45,7 @@ pub const DESC_F_INDIRECT: u16 = 4;
 /// A split virtqueue driven by hand: rings are coherent pool allocations, buffers come
 /// mapped from `map_sg`. Several chains may be in flight.
 pub struct MiniQueue {
-    pool: &'static Pool,
+    pool: &'static ElasticPool,
     size: u16,
     desc: Coherent,
     avail: Coherent,
@@ -59,7 +59,7 @@ pub struct MiniQueue {
 impl MiniQueue {
     /// Negotiates `VERSION_1 | extra` with the device and sets up queue 0 of `size`.
     pub fn new(
-        pool: &'static Pool,
+        pool: &'static ElasticPool,
         transport: &mut PoolTransport,
         size: u16,
         extra_features: u64,
@@ -79,7 +79,7 @@ impl MiniQueue {
         );
         let n = size as usize;
         let alloc = |bytes| {
-            pool.alloc(bytes, &Constraints::NONE)
+            pool.try_alloc(bytes, &Constraints::NONE)
                 .expect("ring allocation")
         };
         let desc = alloc(16 * n);
@@ -124,7 +124,11 @@ impl MiniQueue {
 
     /// Makes `sg` available, directly or through its indirect table. Returns the head, or
     /// `None` when the table is out of descriptors.
-    pub fn submit(&mut self, sg: &MappedSg<'_, '_>, indirect: Option<(u64, u32)>) -> Option<u16> {
+    pub fn submit<P: SgPool + ?Sized>(
+        &mut self,
+        sg: &MappedSg<'_, '_, P>,
+        indirect: Option<(u64, u32)>,
+    ) -> Option<u16> {
         let needed = if indirect.is_some() {
             1
         } else {
