@@ -912,3 +912,81 @@ impl<R: RawMutex> DmaPool for ElasticPool<R> {
         ElasticPool::free(self, allocation)
     }
 }
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use crate::request::{Attrs, Constraints, Direction};
+    use crate::sync::{AtomicUsize, Ordering};
+    use crate::{ElasticConfig, ElasticPool, HeapBackend, MapError};
+    use alloc::sync::Arc;
+    use alloc::task::Wake;
+    use alloc::vec::Vec;
+    use core::future::Future;
+    use core::pin::pin;
+    use core::ptr::NonNull;
+    use core::task::{Context, Poll, Waker};
+
+    /// A waker that counts its wakes.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An unmap in a grown region (the path through the table, not the first region's)
+    /// wakes a map waiting for room, and the waiter then maps into the room it left.
+    #[test]
+    fn an_unmap_in_a_grown_region_wakes_a_waiting_map() {
+        const REGION: usize = 64 << 10;
+        let config = ElasticConfig::new()
+            .with_initial(REGION)
+            .with_grow(REGION, REGION)
+            .with_max_sub_pools(2)
+            .with_max_bytes(2 * REGION);
+        let pool = ElasticPool::new(HeapBackend::new(), config).unwrap();
+        let chunk = alloc::vec![0x5au8; 4096];
+        let src = NonNull::from(&chunk[..]);
+        // Fill both regions (the second grown on demand) with ToDevice maps of `chunk`.
+        let mut held = Vec::new();
+        loop {
+            // SAFETY: `chunk` outlives every mapping (all unmapped below) and is only read.
+            match unsafe { pool.try_map(src, Direction::ToDevice, &Constraints::NONE) } {
+                Ok(dma) => held.push(dma),
+                Err(MapError::Full { .. }) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(pool.stats().sub_pools, 2, "grown to its ceiling");
+        let pos = held
+            .iter()
+            .position(|&dma| !pool.first.pool.holds(dma))
+            .expect("a mapping in the grown region");
+        let in_grown = held.swap_remove(pos);
+
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = alloc::vec![0u8; 4096];
+        let dst = NonNull::from(&mut out[..]);
+        // SAFETY: `out` outlives the future and its mapping (unmapped below).
+        let mut fut = pin!(unsafe {
+            pool.map_async(dst, Direction::ToDevice, &Constraints::NONE, Attrs::NONE)
+        });
+        assert!(fut.as_mut().poll(&mut cx).is_pending(), "no room: it waits");
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        // SAFETY: a live ToDevice mapping of `chunk` (nothing is copied back).
+        unsafe { pool.unmap(in_grown, 4096, Direction::ToDevice, Attrs::NONE) }.unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the unmap woke it");
+        let Poll::Ready(Ok(dma)) = fut.as_mut().poll(&mut cx) else {
+            panic!("room after the unmap")
+        };
+        assert!(!pool.first.pool.holds(dma), "into the room the unmap left");
+        for dma in held.into_iter().chain([dma]) {
+            // SAFETY: live ToDevice mappings of 4096 bytes, unmapped once each.
+            unsafe { pool.unmap(dma, 4096, Direction::ToDevice, Attrs::NONE) }.unwrap();
+        }
+        assert_eq!(pool.stats().used_slots, 0);
+    }
+}
