@@ -87,27 +87,46 @@ impl<R: RawMutex> ElasticPool<R> {
         constraints: &Constraints,
         attrs: Attrs,
     ) -> Result<DmaAddr, MapError> {
-        if self.fixed {
-            // One region, for good: its answer is the pool's (its own figures count a
-            // refusal).
-            // SAFETY: the caller's promise, passed on.
-            return unsafe { self.first.pool.map_attrs(buf, dir, constraints, attrs) };
-        }
         if !self.grown.load(Ordering::Relaxed) {
+            // One region (for good in a fixed pool): a plain call into it.
             // SAFETY: the caller's promise, passed on.
-            let r = unsafe { self.first.pool.map_attrs(buf, dir, constraints, attrs) };
-            match r {
-                Err(e) if growable(&e) && self.config.grow_on_map() => {}
-                Err(e) => {
-                    let e = self.no_room(e, self.stream_need(buf.len(), constraints));
-                    self.refused(&e);
-                    return Err(e);
-                }
-                Ok(_) => return r,
-            }
+            return match unsafe { self.first.pool.map_attrs(buf, dir, constraints, attrs) } {
+                Ok(dma) => Ok(dma),
+                // SAFETY: the caller's promise, passed on.
+                Err(e) => unsafe { self.first_refused(e, buf, dir, constraints, attrs) },
+            };
         }
         // SAFETY: the caller's promise, passed on.
         unsafe { self.map_slow(buf, dir, constraints, attrs) }
+    }
+
+    /// A map the first region refused (`e`) while the pool had not grown: a fixed pool's
+    /// answer is its region's (whose own figures count the refusal); an elastic pool tries
+    /// the table and grows if it may.
+    ///
+    /// # Safety
+    ///
+    /// As [`Pool::map`](crate::Pool::map).
+    #[cold]
+    #[inline(never)]
+    unsafe fn first_refused(
+        &self,
+        e: MapError,
+        buf: NonNull<[u8]>,
+        dir: Direction,
+        constraints: &Constraints,
+        attrs: Attrs,
+    ) -> Result<DmaAddr, MapError> {
+        if self.fixed {
+            return Err(e);
+        }
+        if growable(&e) && self.config.grow_on_map() {
+            // SAFETY: the caller's promise, passed on.
+            return unsafe { self.map_slow(buf, dir, constraints, attrs) };
+        }
+        let e = self.no_room(e, self.stream_need(buf.len(), constraints));
+        self.refused(&e);
+        Err(e)
     }
 
     /// The map of a pool that has grown, or whose first region is full.
@@ -135,11 +154,18 @@ impl<R: RawMutex> ElasticPool<R> {
         // their length (see `hints`).
         let hint = (*constraints == Constraints::NONE).then_some(len);
         let need = || self.stream_need(len, constraints);
-        self.place(need, hint, Some((addr, end)), |sub| {
+        // The same map twice: the first, tried once at the cursor, is inlined there; the
+        // other serves the rest of the search, out of line.
+        self.place(
+            need,
+            hint,
+            Some((addr, end)),
             // SAFETY: the caller's promise, passed on; a region that refuses changes
             // nothing, so the next may be tried with the same buffer.
-            unsafe { sub.pool.map_attrs(buf, dir, constraints, attrs) }
-        })
+            move |sub| unsafe { sub.pool.map_attrs(buf, dir, constraints, attrs) },
+            // SAFETY: as above.
+            move |sub| unsafe { sub.pool.map_attrs(buf, dir, constraints, attrs) },
+        )
     }
 
     /// Unmaps as [`Pool::unmap`](crate::Pool::unmap) does, in whichever region holds
@@ -160,14 +186,14 @@ impl<R: RawMutex> ElasticPool<R> {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
-        if self.first.pool.contains(dma) {
+        if self.first.pool.holds(dma) {
             // SAFETY: the caller's promise, passed on.
             let r = unsafe { self.first.pool.unmap(dma, len, dir, attrs) };
             self.released_first(&r);
             return r;
         }
         // SAFETY: the caller's promise, passed on.
-        self.release_in_table(dma, |pool| unsafe { pool.unmap(dma, len, dir, attrs) })
+        self.release_in_table(dma, move |pool| unsafe { pool.unmap(dma, len, dir, attrs) })
     }
 
     /// Unmaps as [`Pool::unmap_into`](crate::Pool::unmap_into) does, in whichever region
@@ -188,14 +214,16 @@ impl<R: RawMutex> ElasticPool<R> {
         dir: Direction,
         attrs: Attrs,
     ) -> Result<(), LookupError> {
-        if self.first.pool.contains(dma) {
+        if self.first.pool.holds(dma) {
             // SAFETY: the caller's promise, passed on.
             let r = unsafe { self.first.pool.unmap_into(dma, buf, dir, attrs) };
             self.released_first(&r);
             return r;
         }
         // SAFETY: the caller's promise, passed on.
-        self.release_in_table(dma, |pool| unsafe { pool.unmap_into(dma, buf, dir, attrs) })
+        self.release_in_table(dma, move |pool| unsafe {
+            pool.unmap_into(dma, buf, dir, attrs)
+        })
     }
 
     /// Runs a release (`f`: an unmap or a free) in the region that holds `dma`, then what
@@ -205,7 +233,7 @@ impl<R: RawMutex> ElasticPool<R> {
         dma: DmaAddr,
         f: impl FnOnce(&Pool<R>) -> Result<(), LookupError>,
     ) -> Result<(), LookupError> {
-        if self.first.pool.contains(dma) {
+        if self.first.pool.holds(dma) {
             let r = f(&self.first.pool);
             self.released_first(&r);
             return r;
@@ -225,25 +253,36 @@ impl<R: RawMutex> ElasticPool<R> {
         }
     }
 
+    /// A release (`f`) in a region other than the first: pinned, through the table; then
+    /// the region's full hint cleared and the cursor moved back to it if maps start past
+    /// it (a load each when there is nothing to do), and waiters woken.
     #[inline(never)]
     fn release_in_table(
         &self,
         dma: DmaAddr,
         f: impl FnOnce(&Pool<R>) -> Result<(), LookupError>,
     ) -> Result<(), LookupError> {
-        let r = self
-            .route_table(dma, |table, sub| {
+        let guard = self.epoch.pin();
+        let table = self.table(&guard);
+        let r = match table.find(dma) {
+            Some(e) => {
+                let sub = self.resolve(&guard, e.sub);
                 let r = f(&sub.pool);
+                sub.track.read();
                 if r.is_ok() {
-                    let hint = &self.hints[sub.id];
-                    if hint.load(Ordering::Relaxed) != usize::MAX {
-                        hint.store(usize::MAX, Ordering::Relaxed);
+                    if let Some(hint) = self.hints.get(e.id as usize) {
+                        if hint.load(Ordering::Relaxed) != usize::MAX {
+                            hint.store(usize::MAX, Ordering::Relaxed);
+                        }
                     }
-                    table.released_at(sub.id);
+                    table.released_at(e.pos);
                 }
                 r
-            })
-            .unwrap_or(Err(LookupError::NotMapped { dma }));
+            }
+            None => Err(LookupError::NotMapped { dma }),
+        };
+        table.track.read();
+        drop(guard);
         if r.is_ok() {
             let watch = self.watch.load(Ordering::Relaxed);
             if watch & (WAITING | THROTTLED) != 0 {
@@ -262,7 +301,8 @@ impl<R: RawMutex> ElasticPool<R> {
             // leave the bit up with no hint (harmless), never a hint without its bit.
             self.watch.fetch_and(!FIRST_HINT, Ordering::AcqRel);
             self.hints[0].store(usize::MAX, Ordering::Release);
-            // And maps look at the first region first again.
+            // And maps look at the first region first again (it is always open, and the
+            // oldest: first in the order).
             let guard = self.epoch.pin();
             let table = self.table(&guard);
             table.released_at(0);
@@ -386,7 +426,13 @@ impl<R: RawMutex> ElasticPool<R> {
             }
         }
         let need = || self.coherent_need(size, constraints);
-        self.place(need, None, None, |sub| sub.pool.alloc(size, constraints))
+        self.place(
+            need,
+            None,
+            None,
+            |sub| sub.pool.alloc(size, constraints),
+            |sub| sub.pool.alloc(size, constraints),
+        )
     }
 
     /// Frees a coherent allocation of this pool (whichever region made it), and wakes
@@ -467,24 +513,20 @@ impl<R: RawMutex> ElasticPool<R> {
     /// Runs `f` on the region that holds `dma`, if any.
     #[inline(always)]
     fn route<T>(&self, dma: DmaAddr, f: impl FnOnce(&SubPool<R>) -> T) -> Option<T> {
-        if self.first.pool.contains(dma) {
+        if self.first.pool.holds(dma) {
             return Some(f(&self.first));
         }
-        self.route_table(dma, |_, sub| f(sub))
+        self.route_table(dma, f)
     }
 
     /// [`route`](Self::route) past the first region: pinned, through the table.
     #[inline(never)]
-    fn route_table<T>(
-        &self,
-        dma: DmaAddr,
-        f: impl FnOnce(&Table<R>, &SubPool<R>) -> T,
-    ) -> Option<T> {
+    fn route_table<T>(&self, dma: DmaAddr, f: impl FnOnce(&SubPool<R>) -> T) -> Option<T> {
         let guard = self.epoch.pin();
         let table = self.table(&guard);
         let result = table.find(dma).map(|e| {
             let sub = self.resolve(&guard, e.sub);
-            let r = f(table, sub);
+            let r = f(sub);
             sub.track.read();
             r
         });
@@ -535,21 +577,44 @@ impl<R: RawMutex> ElasticPool<R> {
     }
 
     /// Tries `f` on the open regions, oldest first, growing the pool (by a region of at
-    /// least `need()` bytes) when none has room.
+    /// least `need()` bytes) when none has room. `first` is `f` for the region tried first,
+    /// inlined here (a closure called from the out-of-line rest of the search as well would
+    /// not be).
+    #[inline(always)]
     pub(super) fn place<T>(
         &self,
         need: impl Fn() -> usize,
         hint: Option<usize>,
         buffer: Option<(usize, usize)>,
+        first: impl FnOnce(&SubPool<R>) -> Result<T, MapError>,
         mut f: impl FnMut(&SubPool<R>) -> Result<T, MapError>,
+    ) -> Result<T, MapError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let guard = self.epoch.pin();
+        let table = self.table(&guard);
+        let r = self.place_in(&guard, table, hint, buffer, |_, sub| first(sub), &mut f);
+        table.track.read();
+        drop(guard);
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => self.place_again(need, hint, buffer, f, e, generation),
+        }
+    }
+
+    /// [`place`](Self::place) after its first look found no room (`e`, with the table at
+    /// `generation`): growth, and another look, as long as growth adds room.
+    #[inline(never)]
+    fn place_again<T>(
+        &self,
+        need: impl Fn() -> usize,
+        hint: Option<usize>,
+        buffer: Option<(usize, usize)>,
+        mut f: impl FnMut(&SubPool<R>) -> Result<T, MapError>,
+        mut e: MapError,
+        mut generation: usize,
     ) -> Result<T, MapError> {
         let mut rounds = 0;
         loop {
-            let generation = self.generation.load(Ordering::Acquire);
-            let e = match self.place_once(hint, buffer, &mut f) {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
             if !(growable(&e) && self.grows_on_map() && rounds < GROWTH_ROUNDS) || {
                 rounds += 1;
                 self.grow_for(need(), generation).is_err()
@@ -558,11 +623,16 @@ impl<R: RawMutex> ElasticPool<R> {
                 self.refused(&e);
                 return Err(e);
             }
+            generation = self.generation.load(Ordering::Acquire);
+            e = match self.place_once(hint, buffer, &mut f) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
         }
     }
 
     /// One look at the open regions.
-    pub(super) fn place_once<T>(
+    fn place_once<T>(
         &self,
         hint: Option<usize>,
         buffer: Option<(usize, usize)>,
@@ -570,7 +640,7 @@ impl<R: RawMutex> ElasticPool<R> {
     ) -> Result<T, MapError> {
         let guard = self.epoch.pin();
         let table = self.table(&guard);
-        let result = self.place_in(&guard, table, hint, buffer, f);
+        let result = self.place_in(&guard, table, hint, buffer, |f, sub| f(sub), f);
         table.track.read();
         result
     }
@@ -581,13 +651,20 @@ impl<R: RawMutex> ElasticPool<R> {
     /// map of this size failed there since; the second, only if the first found nothing,
     /// tries every region the first did not, hints ignored, so `Full` (and growth) comes
     /// only when no region took the request.
-    fn place_in<T>(
+    ///
+    /// The region at the cursor is tried here, inline: it is where a map lands when the
+    /// cursor is right, and with it the whole look is a pin, a search of the CPU ranges,
+    /// two loads and the region's own map. The rest of the first pass and the second are
+    /// out of line ([`place_on`](Self::place_on)).
+    #[inline(always)]
+    fn place_in<T, F: FnMut(&SubPool<R>) -> Result<T, MapError>>(
         &self,
         guard: &epoch::Guard<'_>,
         table: &Table<R>,
         hint: Option<usize>,
         buffer: Option<(usize, usize)>,
-        f: &mut impl FnMut(&SubPool<R>) -> Result<T, MapError>,
+        first: impl FnOnce(&mut F, &SubPool<R>) -> Result<T, MapError>,
+        f: &mut F,
     ) -> Result<T, MapError> {
         if let Some((addr, end)) = buffer {
             if table.overlaps_cpu(addr, end) {
@@ -597,20 +674,54 @@ impl<R: RawMutex> ElasticPool<R> {
                 });
             }
         }
-        let mut best: Option<MapError> = None;
         // A hint is never 0, so `len` 0 (no hint for this request) skips nothing.
         let len = hint.unwrap_or(0);
-        let hints = &*self.hints;
-        let order = &*table.order;
+        // Maps of at least `cursor_len` bytes start at the cursor.
+        let cursor = if hint.is_some() && len >= table.cursor_len.load(Ordering::Relaxed) {
+            table.cursor.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let mut tried = None;
+        if let Some(open) = table.order.get(cursor) {
+            if self.hints[open.id].load(Ordering::Relaxed) > len {
+                let sub = self.resolve(guard, open.sub);
+                let r = first(f, sub);
+                if r.is_ok() {
+                    sub.touch();
+                }
+                sub.track.read();
+                match r {
+                    Ok(v) => return Ok(v),
+                    Err(e) => tried = Some(e),
+                }
+            }
+        }
+        self.place_on(guard, table, hint, cursor.min(table.order.len()), tried, f)
+    }
+
+    /// The rest of [`place_in`](Self::place_in): `tried` is the region at `cursor`'s
+    /// answer, if `place_in` asked it (it is not asked again).
+    #[inline(never)]
+    fn place_on<T>(
+        &self,
+        guard: &epoch::Guard<'_>,
+        table: &Table<R>,
+        hint: Option<usize>,
+        cursor: usize,
+        mut tried: Option<MapError>,
+        f: &mut impl FnMut(&SubPool<R>) -> Result<T, MapError>,
+    ) -> Result<T, MapError> {
+        let (len, hinted) = (hint.unwrap_or(0), hint.is_some());
+        // The cursor as it is now (`place_in` read it a moment ago): only whether to move
+        // it depends on it.
         let (at, proof) = (
             table.cursor.load(Ordering::Relaxed),
             table.cursor_len.load(Ordering::Relaxed),
         );
-        let cursor = if hint.is_some() && len >= proof {
-            at.min(order.len())
-        } else {
-            0
-        };
+        let mut best: Option<MapError> = None;
+        let hints = &*self.hints;
+        let order = &*table.order;
         // Positions from the cursor that the hints skipped: the first 64 exactly, any
         // further as "some" (the second pass then looks at their hints again).
         let (mut skipped, mut skipped_high) = (0u64, false);
@@ -619,34 +730,48 @@ impl<R: RawMutex> ElasticPool<R> {
         for pass in 0..2 {
             let from = if pass == 0 { cursor } else { 0 };
             for (k, open) in order.iter().enumerate().skip(from) {
-                let h = hints[open.id].load(Ordering::Relaxed);
-                if pass == 0 {
-                    if h <= len {
-                        let bit = k - cursor;
-                        if bit < 64 {
-                            skipped |= 1 << bit;
-                        } else {
-                            skipped_high = true;
-                        }
-                        continue;
-                    }
-                } else if k >= cursor {
-                    let bit = k - cursor;
-                    let was_skipped = if bit < 64 {
-                        skipped >> bit & 1 != 0
-                    } else {
-                        skipped_high && h <= len
-                    };
-                    if !was_skipped {
-                        continue;
-                    }
-                }
                 let sub = self.resolve(guard, open.sub);
-                let r = f(sub);
+                // The region at the cursor, if `place_in` asked it.
+                let asked = if pass == 0 && k == cursor {
+                    tried.take()
+                } else {
+                    None
+                };
+                let r = match asked {
+                    Some(e) => Err(e),
+                    None => {
+                        let h = hints[open.id].load(Ordering::Relaxed);
+                        if pass == 0 {
+                            if h <= len {
+                                let bit = k - cursor;
+                                if bit < 64 {
+                                    skipped |= 1 << bit;
+                                } else {
+                                    skipped_high = true;
+                                }
+                                continue;
+                            }
+                        } else if k >= cursor {
+                            let bit = k - cursor;
+                            let was_skipped = if bit < 64 {
+                                skipped >> bit & 1 != 0
+                            } else {
+                                skipped_high && h <= len
+                            };
+                            if !was_skipped {
+                                continue;
+                            }
+                        }
+                        let r = f(sub);
+                        if r.is_ok() {
+                            sub.touch();
+                        }
+                        sub.track.read();
+                        r
+                    }
+                };
                 match r {
                     Ok(v) => {
-                        sub.touch();
-                        sub.track.read();
                         if pass == 0 && full_prefix && k > cursor && (k > at || len <= proof) {
                             // Every region before this one refuses this size: later maps
                             // of at least this size start here. (Two stores racing others
@@ -660,14 +785,13 @@ impl<R: RawMutex> ElasticPool<R> {
                         return Ok(v);
                     }
                     Err(e) => {
-                        sub.track.read();
                         if !growable(&e) && !matches!(e, MapError::Unreachable { .. }) {
                             // The same answer from every region (length, masks, buffer).
                             return Err(e);
                         }
-                        if let (MapError::Full { .. }, Some(len)) = (&e, hint) {
-                            hints[sub.id].fetch_min(len, Ordering::AcqRel);
-                            if sub.id == 0 {
+                        if let (MapError::Full { .. }, true) = (&e, hinted) {
+                            hints[open.id].fetch_min(len, Ordering::AcqRel);
+                            if open.id == 0 {
                                 self.watch.fetch_or(FIRST_HINT, Ordering::AcqRel);
                             }
                         } else {
@@ -786,5 +910,83 @@ impl<R: RawMutex> DmaPool for ElasticPool<R> {
     #[inline(always)]
     fn free(&self, allocation: Coherent) -> Result<(), ForeignAllocation> {
         ElasticPool::free(self, allocation)
+    }
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use crate::request::{Attrs, Constraints, Direction};
+    use crate::sync::{AtomicUsize, Ordering};
+    use crate::{ElasticConfig, ElasticPool, HeapBackend, MapError};
+    use alloc::sync::Arc;
+    use alloc::task::Wake;
+    use alloc::vec::Vec;
+    use core::future::Future;
+    use core::pin::pin;
+    use core::ptr::NonNull;
+    use core::task::{Context, Poll, Waker};
+
+    /// A waker that counts its wakes.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An unmap in a grown region (the path through the table, not the first region's)
+    /// wakes a map waiting for room, and the waiter then maps into the room it left.
+    #[test]
+    fn an_unmap_in_a_grown_region_wakes_a_waiting_map() {
+        const REGION: usize = 64 << 10;
+        let config = ElasticConfig::new()
+            .with_initial(REGION)
+            .with_grow(REGION, REGION)
+            .with_max_sub_pools(2)
+            .with_max_bytes(2 * REGION);
+        let pool = ElasticPool::new(HeapBackend::new(), config).unwrap();
+        let chunk = alloc::vec![0x5au8; 4096];
+        let src = NonNull::from(&chunk[..]);
+        // Fill both regions (the second grown on demand) with ToDevice maps of `chunk`.
+        let mut held = Vec::new();
+        loop {
+            // SAFETY: `chunk` outlives every mapping (all unmapped below) and is only read.
+            match unsafe { pool.try_map(src, Direction::ToDevice, &Constraints::NONE) } {
+                Ok(dma) => held.push(dma),
+                Err(MapError::Full { .. }) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(pool.stats().sub_pools, 2, "grown to its ceiling");
+        let pos = held
+            .iter()
+            .position(|&dma| !pool.first.pool.holds(dma))
+            .expect("a mapping in the grown region");
+        let in_grown = held.swap_remove(pos);
+
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = alloc::vec![0u8; 4096];
+        let dst = NonNull::from(&mut out[..]);
+        // SAFETY: `out` outlives the future and its mapping (unmapped below).
+        let mut fut = pin!(unsafe {
+            pool.map_async(dst, Direction::ToDevice, &Constraints::NONE, Attrs::NONE)
+        });
+        assert!(fut.as_mut().poll(&mut cx).is_pending(), "no room: it waits");
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        // SAFETY: a live ToDevice mapping of `chunk` (nothing is copied back).
+        unsafe { pool.unmap(in_grown, 4096, Direction::ToDevice, Attrs::NONE) }.unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the unmap woke it");
+        let Poll::Ready(Ok(dma)) = fut.as_mut().poll(&mut cx) else {
+            panic!("room after the unmap")
+        };
+        assert!(!pool.first.pool.holds(dma), "into the room the unmap left");
+        for dma in held.into_iter().chain([dma]) {
+            // SAFETY: live ToDevice mappings of 4096 bytes, unmapped once each.
+            unsafe { pool.unmap(dma, 4096, Direction::ToDevice, Attrs::NONE) }.unwrap();
+        }
+        assert_eq!(pool.stats().used_slots, 0);
     }
 }

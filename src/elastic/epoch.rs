@@ -56,7 +56,11 @@ pub(crate) struct Epoch {
     epoch: CachePadded<AtomicUsize>,
     /// Pinned readers per slot, by epoch parity.
     slots: Box<[CachePadded<[AtomicUsize; 2]>]>,
-    hint: fn() -> usize,
+    /// `slots.len() - 1` (a power of two less one): a hint's slot is `hint & mask`.
+    mask: usize,
+    /// The user's area hint, if one was given; else the default, read inline (as a region
+    /// does: a call through the pointer costs more than the rest of a pin).
+    hint: Option<fn() -> usize>,
 }
 
 /// A pinned reader: what it loads from the table stays valid until the guard is dropped.
@@ -66,8 +70,9 @@ pub(crate) struct Guard<'a> {
 }
 
 impl Epoch {
-    /// `slots` reader slots (rounded up to a power of two), chosen by `hint`.
-    pub(crate) fn new(slots: usize, hint: fn() -> usize) -> Self {
+    /// `slots` reader slots (rounded up to a power of two), chosen by `hint` (the default
+    /// thread hint when `None`).
+    pub(crate) fn new(slots: usize, hint: Option<fn() -> usize>) -> Self {
         let n = slots.max(1).next_power_of_two();
         let slots: Vec<_> = (0..n)
             .map(|_| CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]))
@@ -75,15 +80,24 @@ impl Epoch {
         Self {
             epoch: CachePadded::new(AtomicUsize::new(0)),
             slots: slots.into_boxed_slice(),
+            mask: n - 1,
             hint,
         }
     }
 
     /// Pins the calling reader. Loads of the table made while the guard lives are
     /// `SeqCst` and see a table the writer cannot free before the guard is dropped.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pin(&self) -> Guard<'_> {
-        let slot = &self.slots[(self.hint)() & (self.slots.len() - 1)];
+        let i = if self.mask == 0 {
+            0
+        } else {
+            match self.hint {
+                Some(hint) => hint(),
+                None => crate::sync::thread_hint(),
+            }
+        };
+        let slot = &self.slots[i & self.mask];
         loop {
             let e = self.epoch.load(Ordering::SeqCst);
             let counter = &slot[e & 1];

@@ -254,7 +254,7 @@ impl<R: RawMutex> ElasticPool<R> {
             hints: hints.into_boxed_slice(),
             table: AtomicPtr::new(Box::into_raw(table)),
             generation: AtomicUsize::new(0),
-            epoch: Epoch::new(readers, config.pool().area_hint()),
+            epoch: Epoch::new(readers, config.pool().own_area_hint()),
             waiters: Mutex::new(wait::WaitList::new()),
             grower: Mutex::new(grow::Grower::new(max_subs, first_bytes)),
             backend,

@@ -218,7 +218,7 @@ impl<R: RawMutex> ElasticPool<R> {
                     dma_range: sub.pool.dma_range(),
                     bytes: sub.bytes(),
                     kind: sub.kind,
-                    open: e.open,
+                    open: e.open(),
                     stats: sub.pool.stats(),
                 };
                 sub.track.read();

@@ -98,8 +98,22 @@ pub(crate) struct Entry<R: RawMutex> {
     /// The sub-pool; null for the first, which lives inside the elastic pool itself (so
     /// that the pool can move).
     pub(crate) sub: *const SubPool<R>,
-    /// Whether maps may go there (a shrink closes a region before it checks it is empty).
-    pub(crate) open: bool,
+    /// Its hint index, beside the pointer: a release clears its hint without reading the
+    /// sub-pool.
+    pub(crate) id: u32,
+    /// Its position in the order maps try the open regions, or [`CLOSED`]: a shrink
+    /// closes a region before it checks it is empty.
+    pub(crate) pos: u32,
+}
+
+/// [`Entry::pos`] of a region maps may not go to.
+pub(crate) const CLOSED: u32 = u32::MAX;
+
+impl<R: RawMutex> Entry<R> {
+    /// Whether maps may go there.
+    pub(crate) fn open(&self) -> bool {
+        self.pos != CLOSED
+    }
 }
 
 /// An open sub-pool in the order maps try them: its hint index beside its pointer, so that
@@ -111,21 +125,26 @@ pub(crate) struct Open<R: RawMutex> {
 }
 
 /// A snapshot of the sub-pools.
+///
+/// The searches run over arrays of keys alone (8 bytes a region, so 16 regions are two
+/// cache lines), branch-free: a lookup costs the same few instructions a step whether the
+/// address is in the first region or the last, and a step per doubling of the regions.
 #[derive(Debug)]
 pub(crate) struct Table<R: RawMutex> {
     /// Sorted by device address.
     pub(crate) by_dma: Box<[Entry<R>]>,
+    /// `by_dma[i].start`, the keys of its search.
+    dma_starts: Box<[DmaAddr]>,
     /// The open sub-pools, oldest first.
     pub(crate) order: Box<[Open<R>]>,
-    /// The CPU ranges of every sub-pool, sorted.
-    pub(crate) by_cpu: Box<[Range<usize>]>,
+    /// The CPU ranges of every sub-pool, sorted: their starts (the keys) and their ends.
+    cpu_starts: Box<[usize]>,
+    cpu_ends: Box<[usize]>,
     /// Maps of at least `cursor_len` bytes start looking at this position of `order`:
     /// every region before it refused such a map since its last release. A release
     /// before it moves it back.
     pub(crate) cursor: AtomicUsize,
     pub(crate) cursor_len: AtomicUsize,
-    /// The position in `order` of each hint index (`u32::MAX`: not open).
-    pub(crate) position: Box<[u32]>,
     pub(crate) track: TrackCell,
 }
 
@@ -133,6 +152,32 @@ pub(crate) struct Table<R: RawMutex> {
 pub(crate) struct Member<R: RawMutex> {
     pub(crate) sub: *const SubPool<R>,
     pub(crate) open: bool,
+}
+
+/// How many of `keys` (sorted) are at most `x`: a binary search without branches on the
+/// keys (each step a load, a compare and a conditional move), so its cost depends only
+/// on how many keys there are.
+#[inline(always)]
+fn count_at_most<K: Copy + PartialOrd>(keys: &[K], x: K) -> usize {
+    if keys.is_empty() {
+        return 0;
+    }
+    // The answer lies in `base..=base + size` (the keys before `base` are at most `x`),
+    // and each step halves `size`.
+    let mut base = 0;
+    let mut size = keys.len();
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        // SAFETY: `mid < base + size <= keys.len()`: each step keeps `base + size` at most
+        // the length (`base` moves up by `half` only when `size` goes down by as much).
+        let key = unsafe { *keys.get_unchecked(mid) };
+        if key <= x {
+            base = mid;
+        }
+        size -= half;
+    }
+    base + usize::from(keys[base] <= x)
 }
 
 impl<R: RawMutex> Table<R> {
@@ -146,19 +191,6 @@ impl<R: RawMutex> Table<R> {
                 unsafe { &*m.sub }
             }
         };
-        let mut by_dma: Vec<Entry<R>> = members
-            .iter()
-            .map(|m| {
-                let range = resolve(m).pool.dma_range();
-                Entry {
-                    start: range.start,
-                    end: range.end,
-                    sub: m.sub,
-                    open: m.open,
-                }
-            })
-            .collect();
-        by_dma.sort_unstable_by_key(|e| e.start);
         let mut order: Vec<(u64, Open<R>)> = members
             .iter()
             .filter(|m| m.open)
@@ -175,11 +207,27 @@ impl<R: RawMutex> Table<R> {
             .collect();
         order.sort_unstable_by_key(|(serial, _)| *serial);
         let order: Vec<Open<R>> = order.into_iter().map(|(_, o)| o).collect();
-        let ids = members.iter().map(|m| resolve(m).id + 1).max().unwrap_or(0);
-        let mut position = alloc::vec![u32::MAX; ids];
-        for (k, o) in order.iter().enumerate() {
-            position[o.id] = k as u32;
-        }
+        let pos_of = |sub: *const SubPool<R>| {
+            order
+                .iter()
+                .position(|o| o.sub == sub)
+                .map_or(CLOSED, |k| k as u32)
+        };
+        let mut by_dma: Vec<Entry<R>> = members
+            .iter()
+            .map(|m| {
+                let range = resolve(m).pool.dma_range();
+                Entry {
+                    start: range.start,
+                    end: range.end,
+                    sub: m.sub,
+                    id: resolve(m).id as u32,
+                    pos: pos_of(m.sub),
+                }
+            })
+            .collect();
+        by_dma.sort_unstable_by_key(|e| e.start);
+        let dma_starts = by_dma.iter().map(|e| e.start).collect();
         let mut by_cpu: Vec<Range<usize>> = members
             .iter()
             .map(|m| resolve(m).pool.cpu_range())
@@ -187,43 +235,43 @@ impl<R: RawMutex> Table<R> {
         by_cpu.sort_unstable_by_key(|r| r.start);
         Box::new(Self {
             by_dma: by_dma.into_boxed_slice(),
+            dma_starts,
             order: order.into_boxed_slice(),
-            by_cpu: by_cpu.into_boxed_slice(),
+            cpu_starts: by_cpu.iter().map(|r| r.start).collect(),
+            cpu_ends: by_cpu.iter().map(|r| r.end).collect(),
             cursor: AtomicUsize::new(0),
             cursor_len: AtomicUsize::new(usize::MAX),
-            position: position.into_boxed_slice(),
             track: TrackCell::new(),
         })
     }
 
     /// The entry whose slots hold `dma`: a binary search.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, dma: DmaAddr) -> Option<&Entry<R>> {
-        let after = self.by_dma.partition_point(|e| e.start <= dma);
+        let after = count_at_most(&self.dma_starts, dma);
         let e = self.by_dma.get(after.checked_sub(1)?)?;
         (dma < e.end).then_some(e)
     }
 
-    /// Whether the CPU range `addr..end` overlaps a sub-pool's slots: a binary search.
-    #[inline]
+    /// Whether the CPU range `addr..end` (not empty) overlaps a sub-pool's slots: a binary
+    /// search.
+    #[inline(always)]
     pub(crate) fn overlaps_cpu(&self, addr: usize, end: usize) -> bool {
         // The last region starting before `end` is the only one that can overlap (they
         // are disjoint and sorted).
-        let before = self.by_cpu.partition_point(|r| r.start < end);
+        let before = count_at_most(&self.cpu_starts, end.wrapping_sub(1));
         before
             .checked_sub(1)
-            .is_some_and(|i| self.by_cpu[i].end > addr)
+            .and_then(|i| self.cpu_ends.get(i))
+            .is_some_and(|&e| e > addr)
     }
 
-    /// A release in the region with hint index `id`: if maps start past it, they start at
-    /// it again (a load, and a read-modify-write only then).
-    #[inline]
-    pub(crate) fn released_at(&self, id: usize) {
-        let Some(&k) = self.position.get(id) else {
-            return;
-        };
-        if k != u32::MAX && self.cursor.load(Ordering::Relaxed) > k as usize {
-            self.cursor.fetch_min(k as usize, Ordering::Relaxed);
+    /// A release in the region at position `pos` of the order (or [`CLOSED`]): if maps
+    /// start past it, they start at it again (a load, and a read-modify-write only then).
+    #[inline(always)]
+    pub(crate) fn released_at(&self, pos: u32) {
+        if pos != CLOSED && self.cursor.load(Ordering::Relaxed) > pos as usize {
+            self.cursor.fetch_min(pos as usize, Ordering::Relaxed);
         }
     }
 
@@ -233,8 +281,39 @@ impl<R: RawMutex> Table<R> {
             .iter()
             .map(|e| Member {
                 sub: e.sub,
-                open: e.open,
+                open: e.open(),
             })
             .collect()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::count_at_most;
+    use alloc::vec::Vec;
+
+    /// The branch-free search answers as `partition_point` does, for every length up to
+    /// past two doublings of 16 regions and every probe below, at, between and above the
+    /// keys (with repeated keys too, though region starts never repeat).
+    #[test]
+    fn count_at_most_matches_partition_point() {
+        for n in 0..=40usize {
+            for step in [1usize, 2, 3] {
+                // Keys 10, 10 + step, ...: with step 1 and a repeat every 4th for variety.
+                let keys: Vec<usize> = (0..n)
+                    .map(|i| 10 + (i - i / 4 * usize::from(step == 1)) * step)
+                    .collect();
+                assert!(keys.windows(2).all(|w| w[0] <= w[1]));
+                let top = keys.last().copied().unwrap_or(10) + 2;
+                for x in 0..=top {
+                    assert_eq!(
+                        count_at_most(&keys, x),
+                        keys.partition_point(|&k| k <= x),
+                        "n {n} step {step} x {x}"
+                    );
+                }
+                assert_eq!(count_at_most(&keys, usize::MAX), n);
+            }
+        }
     }
 }

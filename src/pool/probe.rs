@@ -3,6 +3,7 @@
 //! changes the pool or its figures.
 
 use super::Pool;
+use crate::request::DmaAddr;
 use core::ops::Range;
 use lock_api::RawMutex;
 
@@ -18,6 +19,14 @@ impl<R: RawMutex> Pool<R> {
     #[inline]
     pub(crate) fn used_now(&self) -> usize {
         self.used_slots()
+    }
+
+    /// Whether `dma` is in one of the pool's slots ([`contains`](Pool::contains)), tested
+    /// as an unmap first tests it: a caller that asks before unmapping (the elastic pool,
+    /// routing to its first region) then pays for one test, not two.
+    #[inline(always)]
+    pub(crate) fn holds(&self, dma: DmaAddr) -> bool {
+        (dma.wrapping_sub(self.dma) >> self.slot_shift) < self.slots_total as u64
     }
 
     /// The CPU addresses of the pool's slots.
