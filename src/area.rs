@@ -449,6 +449,15 @@ impl<R: RawMutex> Area<R> {
         }
     }
 
+    /// Starts the area's high-water mark again from its use now (under the lock, as every
+    /// write of the mark).
+    pub(crate) fn reset_high_water(&self) {
+        let guard = self.lock();
+        self.high_water
+            .store(self.used.load(Ordering::Relaxed), Ordering::Relaxed);
+        drop(guard);
+    }
+
     /// Whether `p` could be placed in this area were every slot free.
     pub(crate) fn could_hold(&self, p: &Placement) -> bool {
         search(&Empty, self.len, self.origin, p).is_some()

@@ -181,6 +181,14 @@ fn statistics_count_slots_padding_high_water_and_failures() {
     let a0 = pool.area_stats(0).unwrap();
     assert_eq!((a0.total_slots, a0.used_slots, a0.high_water), (16, 0, 5));
     assert!(pool.area_stats(1).is_none());
+
+    // A reset starts the pool's and the area's marks from the use now.
+    let dc = a.map(&pool, Direction::ToDevice, &Constraints::NONE);
+    assert_eq!(pool.reset_high_water(), 5);
+    assert_eq!(pool.stats().high_water, 2);
+    assert_eq!(pool.area_stats(0).unwrap().high_water, 2);
+    a.unmap(&pool, dc, Direction::ToDevice);
+    assert_eq!(pool.stats().high_water, 2);
 }
 
 #[test]

@@ -19,11 +19,14 @@ pub struct ElasticStats {
     /// Slots in use (front padding included).
     pub used_slots: usize,
     /// The most slots seen in use at once since the pool was built or
-    /// [`reset_high_water`](ElasticPool::reset_high_water) was last called. Sampled, not
-    /// tracked on every map (that would need a counter every CPU writes): whenever the
-    /// figures are taken, a map is refused, the pool grows, or a shrink pass runs. So it
-    /// is a lower bound of the true peak, never below `used_slots`; each region's own mark
-    /// since it was created is in [`ElasticPool::sub_pools`].
+    /// [`reset_high_water`](ElasticPool::reset_high_water) was last called: the highest of
+    /// the use sampled whenever the figures are taken, a map is refused, the pool grows or
+    /// a shrink pass runs, and each region's own mark (which [`Pool`](crate::Pool) keeps
+    /// as its areas reach new highs; exact for a region of one area, so for a fixed pool of
+    /// one area this is exact). Not tracked pool-wide on every map (that would need a
+    /// counter every CPU writes), so with several regions or areas it is a lower bound of
+    /// the true peak, never below `used_slots`; each region's own mark is in
+    /// [`ElasticPool::sub_pools`].
     pub high_water: usize,
     /// Maps and allocations refused with [`MapError::Full`](crate::MapError::Full).
     pub failed_maps: usize,
@@ -173,6 +176,7 @@ impl<R: RawMutex> ElasticPool<R> {
         let guard = self.epoch.pin();
         let table = self.table(&guard);
         let (total_slots, used_slots) = self.totals(&guard, table);
+        let region_mark = self.region_marks(&guard, table);
         let sub_pools = table.by_dma.len();
         table.track.read();
         drop(guard);
@@ -181,7 +185,7 @@ impl<R: RawMutex> ElasticPool<R> {
         ElasticStats {
             total_slots,
             used_slots,
-            high_water: c.sample(used_slots),
+            high_water: c.sample(used_slots).max(region_mark),
             // A fixed pool's refusals are its region's own (its maps go straight there).
             failed_maps: Counters::get(&c.failed_maps)
                 + if self.fixed {
@@ -229,10 +233,38 @@ impl<R: RawMutex> ElasticPool<R> {
         list
     }
 
-    /// Starts a new high-water mark from the use now, and returns the old mark.
+    /// Starts a new high-water mark (the pool's and every region's) from the use now, and
+    /// returns the old mark.
     pub fn reset_high_water(&self) -> usize {
-        let used = self.used_now();
-        self.counters.high_water.swap(used, Ordering::Relaxed)
+        let guard = self.epoch.pin();
+        let table = self.table(&guard);
+        let (_, used) = self.totals(&guard, table);
+        let old = self.region_marks(&guard, table);
+        for e in table.by_dma.iter() {
+            let sub = self.resolve(&guard, e.sub);
+            sub.pool.reset_high_water();
+            sub.track.read();
+        }
+        table.track.read();
+        drop(guard);
+        self.counters
+            .high_water
+            .swap(used, Ordering::Relaxed)
+            .max(used)
+            .max(old)
+    }
+
+    /// The highest of the regions' own marks: each region's peak is a lower bound of the
+    /// pool's, and a region's mark is exact when it has one area (the sampled mark alone
+    /// misses peaks that come and go between samples).
+    fn region_marks(&self, guard: &super::epoch::Guard<'_>, table: &super::Table<R>) -> usize {
+        let mut mark = 0;
+        for e in table.by_dma.iter() {
+            let sub = self.resolve(guard, e.sub);
+            mark = mark.max(sub.pool.stats().high_water);
+            sub.track.read();
+        }
+        mark
     }
 
     /// Slots in use across the regions now.

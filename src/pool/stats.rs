@@ -44,6 +44,18 @@ impl<R: RawMutex> Pool<R> {
         }
     }
 
+    /// Starts a new high-water mark (the pool's and every area's) from the use now, and
+    /// returns the pool's old mark: as writing to Linux's `io_tlb_used_hiwater` in debugfs,
+    /// to watch the peak of one phase of a workload.
+    pub fn reset_high_water(&self) -> usize {
+        for area in self.areas.iter() {
+            area.reset_high_water();
+        }
+        let old = self.stats().high_water;
+        self.high_water.store(self.used_slots(), Ordering::Relaxed);
+        old
+    }
+
     /// Figures of area `index`, or `None` past the last area.
     pub fn area_stats(&self, index: usize) -> Option<AreaStats> {
         self.areas.get(index).map(|a| a.stats())
