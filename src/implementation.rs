@@ -282,18 +282,21 @@
 //! ## What it costs
 //!
 //! Instruction counts of one map+unmap pair (callgrind, `examples/elastic_profile.rs`,
-//! Bidirectional; the 64-byte pair skips the copy back):
+//! Bidirectional; the 64-byte pair skips the copy back; measured 2026-12-01, commands in
+//! BENCHMARKS.md):
 //!
 //! | pool                                  | 64 B | 4 KiB |
 //! |---------------------------------------|------|-------|
-//! | `Pool`                                | 861  | 1793  |
-//! | `ElasticPool::fixed` over it          | 890  | 1822  |
-//! | elastic, one region                   | 894  | 1826  |
-//! | elastic, 2 regions, pair in the 2nd   | 1335 | 2248  |
-//! | elastic, 16 regions, pair in the 16th | 1401 | 2314  |
+//! | `Pool`                                | 398  | 1180  |
+//! | `ElasticPool::fixed` over it          | 407  | 1190  |
+//! | elastic, one region                   | 407  | 1190  |
+//! | elastic, 2 regions, pair in the 2nd   | 778  | 1558  |
+//! | elastic, 16 regions, pair in the 16th | 832  | 1612  |
 //!
-//! A fixed pool pays a flag test on map and a range check and one load on unmap. A grown
-//! pool's path (two pins, a table search each way, the hints and cursor) costs about 440
-//! instructions; the number of regions behind it costs little (16 against 2: 5% at 64 B,
-//! 3% at 4 KiB). The pins themselves are a small part: replacing their read-modify-writes
-//! by plain stores (which would be unsound) saved 5 ns of a 112 ns pair here.
+//! A fixed pool pays one flag test on map and a range check on unmap. A grown pool's path
+//! (two pins, a table search each way, the hints and cursor, the wake check) costs about
+//! 370 instructions a pair; the number of regions behind it costs little (16 against 2: 54
+//! instructions). The release side alone is about 90: prologue and epilogue ~20, the hint
+//! ~8, the pin ~12, the table search ~25, hint and cursor ~14, unpin and wake check ~6. The
+//! pins are the reclamation protocol itself; replacing their read-modify-writes by plain
+//! stores (which would be unsound) saved only 5 ns of a 112 ns pair when measured.

@@ -306,6 +306,43 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
             );
         }
     }
+    let ratio_to = |group: &str, ours: &str, base: &str, value: &str, target: f64, what: &str| {
+        if let (Some(a), Some(b)) = (median(g, group, ours, value), median(g, group, base, value)) {
+            let r = a / b;
+            outln!(
+                "- {what}: {ours} {} against {base} {} = {r:.3}x, target <= {target}x: {}",
+                time_text(a),
+                time_text(b),
+                verdict(r <= target, format!("{r:.3}x"))
+            );
+        }
+    };
+    ratio_to(
+        "bidi_4k_qd16",
+        "swiotlb",
+        "copies",
+        "4096",
+        1.15,
+        "4 KiB bidirectional, 16 in flight, against the plain copies of the same bytes",
+    );
+    for (value, what) in [("1slot", "1-slot pair"), ("4KiB", "4 KiB pair")] {
+        ratio_to(
+            "elastic_fixed",
+            "elastic_fixed",
+            "pool",
+            value,
+            1.05,
+            &format!("{what}, ElasticPool::fixed against Pool"),
+        );
+        ratio_to(
+            "elastic_16",
+            "elastic_16th_region",
+            "pool",
+            value,
+            1.2,
+            &format!("{what} in the 16th of 16 regions against Pool"),
+        );
+    }
     let against = |group: &str, value: &str, base: &str, target: f64, what: &str| {
         if let (Some(ours), Some(theirs)) = (
             median(g, group, "swiotlb", value),
@@ -320,20 +357,11 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
             );
         }
     };
-    against(
-        "realistic_mix",
-        "qd32",
-        "pvmfw",
-        1.0,
-        "size mix, 32 in flight",
-    );
-    against(
-        "realistic_mix",
-        "qd32",
-        "buddy",
-        1.1,
-        "size mix, 32 in flight",
-    );
+    for threads in ["1", "2"] {
+        let what = format!("virtio mix, 32 in flight, {threads} thread(s), FromDevice zero-filled");
+        against("virtio_mix", threads, "pvmfw", 1.0, &what);
+        against("virtio_mix", threads, "buddy", 1.1, &what);
+    }
     against("pool_90pct_full", "90%", "buddy", 1.1, "pool 90% full");
     against("pool_size", "1GiB", "buddy", 1.1, "1 GiB pool");
     if let (Some(small), Some(big)) = (
@@ -349,8 +377,7 @@ fn targets(groups: &BTreeMap<String, Vec<Bench>>) {
         );
     }
     outln!(
-        "- not criterion figures: instructions per 1-slot pair (callgrind, `bench/examples/hot_loop.rs`), \
-         4 KiB bidirectional against the copies and the virtio mix at 2 threads (`swiotlb-bench`), \
+        "- not criterion figures: instructions per 1-slot pair (callgrind, `bin/callgrind.sh`), \
          occupancy at the first refusal (`swiotlb-bench fragmentation`), virtio-blk requests/s \
          (`cargo bench -p swiotlb-bench --bench virtio_blk`)"
     );
