@@ -12,6 +12,9 @@
 //! Not a timing test: a fixed number of operations (fewer in debug builds). Run it as
 //! `cargo test --release --test elastic_stress` (a few seconds here).
 
+mod common;
+
+use common::{unique_bytes, Rng};
 use core::ptr::NonNull;
 use core::time::Duration;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,27 +31,6 @@ const OPS: usize = if cfg!(debug_assertions) {
     60_000
 };
 const MAX_LIVE: usize = 10;
-
-/// xorshift64*, seeded per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn bytes(id: u64, len: usize) -> Vec<u8> {
-    let mut rng = Rng(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    (0..len).map(|_| rng.next() as u8).collect()
-}
 
 fn read(pool: &ElasticPool, dma: DmaAddr, len: usize) -> Vec<u8> {
     let at = pool.translate(dma, len).expect("a live mapping's range");
@@ -117,7 +99,7 @@ fn worker(pool: &ElasticPool, backend: &TestBackend, t: usize, full: &AtomicUsiz
                     Direction::Bidirectional,
                 ][rng.below(3)];
                 next += 1;
-                let mut buf = bytes(next, len).into_boxed_slice();
+                let mut buf = unique_bytes(next, len).into_boxed_slice();
                 let ptr = NonNull::from(&mut buf[..]);
                 let wait = rng.below(8) == 0;
                 // SAFETY: `buf` is a heap block kept (unmoved) in `live` until its unmap, and
@@ -163,7 +145,7 @@ fn worker(pool: &ElasticPool, backend: &TestBackend, t: usize, full: &AtomicUsiz
                         assert!(backend.is_shared(c.dma(), size));
                         assert!(read(pool, c.dma(), size).iter().all(|&b| b == 0), "zeroed");
                         next += 1;
-                        let data = bytes(next, size);
+                        let data = unique_bytes(next, size);
                         write(pool, c.dma(), &data);
                         held.push((c, data));
                     }
@@ -177,7 +159,7 @@ fn worker(pool: &ElasticPool, backend: &TestBackend, t: usize, full: &AtomicUsiz
                 let m = &mut live[k];
                 check(pool, backend, m);
                 next += 1;
-                let answer = bytes(next, m.buf.len());
+                let answer = unique_bytes(next, m.buf.len());
                 write(pool, m.dma, &answer);
                 m.bounce = answer.clone();
                 let ptr = NonNull::from(&mut m.buf[..]);

@@ -11,6 +11,9 @@
 //! Not a timing test: it runs a fixed number of operations (fewer in debug builds). Run it
 //! as `cargo test --release --test stress` (a few seconds here).
 
+mod common;
+
+use common::{unique_bytes, Rng};
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use swiotlb::shared::{copy_from_shared, copy_to_shared};
@@ -31,32 +34,6 @@ const MAX_LIVE: usize = 12;
 const SLOT: usize = 256;
 const SEGMENT: usize = 32;
 const SLOTS: usize = 256;
-
-/// xorshift64*: a small, seeded generator, so each thread's choices are reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// Bytes unique to `id` (a 64-bit stream seeded by it).
-fn bytes(id: u64, len: usize) -> Vec<u8> {
-    let mut rng = Rng(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    (0..len).map(|_| rng.next() as u8).collect()
-}
 
 fn read_pool(pool: &Pool, dma: DmaAddr, len: usize) -> Vec<u8> {
     let at = pool.translate(dma, len).expect("range in the pool");
@@ -161,7 +138,7 @@ fn worker(pool: &Pool, thread: usize, tally_full: &AtomicUsize) -> Tally {
                 ][rng.below(3)];
                 let c = random_constraints(&mut rng, pool);
                 let mut store = vec![0u8; at + len].into_boxed_slice();
-                store[at..].copy_from_slice(&bytes(id(), len));
+                store[at..].copy_from_slice(&unique_bytes(id(), len));
                 let mut m = Live {
                     dma: 0,
                     dir,
@@ -203,7 +180,7 @@ fn worker(pool: &Pool, thread: usize, tally_full: &AtomicUsize) -> Tally {
                         assert_eq!(c.dma() % order as u64, 0, "alignment of {size} bytes");
                         let whole = size.div_ceil(SLOT) * SLOT;
                         assert!(read_pool(pool, c.dma(), whole).iter().all(|&b| b == 0));
-                        let fill = bytes(id(), size);
+                        let fill = unique_bytes(id(), size);
                         write_pool(pool, c.dma(), &fill);
                         tally.allocs += 1;
                         held.push(Held {
@@ -227,7 +204,7 @@ fn worker(pool: &Pool, thread: usize, tally_full: &AtomicUsize) -> Tally {
                 let len = 1 + rng.below(m.len - off);
                 let dma = m.dma + off as u64;
                 if m.dir.from_device() {
-                    let data = bytes(id(), len);
+                    let data = unique_bytes(id(), len);
                     write_pool(pool, dma, &data);
                     m.bounce[off..off + len].copy_from_slice(&data);
                 }
@@ -247,7 +224,7 @@ fn worker(pool: &Pool, thread: usize, tally_full: &AtomicUsize) -> Tally {
                 let m = &mut live[i];
                 let off = rng.below(m.len);
                 let len = 1 + rng.below(m.len - off);
-                let data = bytes(id(), len);
+                let data = unique_bytes(id(), len);
                 let at = m.at + off;
                 m.store[at..at + len].copy_from_slice(&data);
                 // SAFETY: as above.
@@ -300,7 +277,7 @@ fn unmap(pool: &Pool, m: &mut Live, rng: &mut Rng, id: &mut impl FnMut() -> u64)
     check_live(pool, m, "before unmap");
     // Sometimes the device answers the whole buffer first.
     if m.dir.from_device() && rng.chance(50) {
-        let data = bytes(id(), m.len);
+        let data = unique_bytes(id(), m.len);
         write_pool(pool, m.dma, &data);
         m.bounce = data;
     }

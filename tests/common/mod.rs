@@ -152,3 +152,30 @@ pub fn snapshot(pool: &Pool) -> Snapshot {
         bytes: device_read(pool, r.start, (r.end - r.start) as usize),
     }
 }
+
+/// xorshift64*: a small, seeded generator, so each thread's choices in the stress tests are
+/// reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Bytes unique to `id` (a 64-bit stream seeded by it).
+pub fn unique_bytes(id: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    (0..len).map(|_| rng.next() as u8).collect()
+}
