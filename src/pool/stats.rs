@@ -51,9 +51,8 @@ impl<R: RawMutex> Pool<R> {
         for area in self.areas.iter() {
             area.reset_high_water();
         }
-        let old = self.stats().high_water;
-        self.high_water.store(self.used_slots(), Ordering::Relaxed);
-        old
+        let used = self.used_slots();
+        self.high_water.swap(used, Ordering::Relaxed).max(used)
     }
 
     /// Figures of area `index`, or `None` past the last area.
